@@ -1,0 +1,5 @@
+"""`python -m charrnn` runs the command-line interface."""
+
+from charrnn.cli import main
+
+main()

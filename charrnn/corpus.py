@@ -1,0 +1,98 @@
+"""Corpus sources and their decoded text, read in bounded chunks.
+
+A source is a text file, every text file inside a directory (sorted by path), or a built-in
+corpus generated in memory. Reading decodes incrementally, so a multi-byte character split across
+chunks is handled, and turns the usual problems into one-line `UserError`s: a missing path, a
+binary file, bytes that are invalid in the encoding (with the file and byte offset).
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from charrnn import builtin
+from charrnn.errors import UserError
+
+CHUNK_BYTES = 1 << 22
+SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of a corpus: its name, size in bytes and a way to open its bytes."""
+
+    name: str
+    size: int
+    open: Callable[[], BinaryIO]
+
+
+def file_source(path: Path) -> Source:
+    return Source(str(path), path.stat().st_size, lambda: open(path, "rb"))
+
+
+def looks_binary(path: Path) -> bool:
+    """True when the first few KB of the file hold a NUL byte."""
+    with open(path, "rb") as handle:
+        return b"\0" in handle.read(SNIFF_BYTES)
+
+
+def resolve_sources(names: list[str]) -> list[Source]:
+    """Turn command-line corpus names (files, directories, built-in names) into sources."""
+    sources: list[Source] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                           and not looks_binary(p))
+            if not files:
+                raise UserError(f"{name}: directory holds no text files; point at a text file or a folder of them")
+            sources.extend(file_source(p) for p in files)
+        elif path.is_file():
+            sources.append(file_source(path))
+        elif name in builtin.CORPORA:
+            text = builtin.load(name).encode("utf-8")
+            sources.append(Source(f"builtin:{name}", len(text), lambda text=text: io.BytesIO(text)))
+        else:
+            known = ", ".join(builtin.CORPORA)
+            raise UserError(f"{name}: no such file or directory (built-in corpora: {known})")
+    return sources
+
+
+def read_text(source: Source, encoding: str, errors: str, on_bytes: Callable[[int], None] | None = None,
+              digest: hashlib._Hash | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Yield the decoded text of a source in chunks of about `chunk_bytes` bytes.
+
+    `on_bytes(n)` is told of every chunk read; `digest` is updated with the raw bytes.
+    """
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+    except LookupError:
+        raise UserError(f"unknown text encoding {encoding!r}; try --encoding utf-8") from None
+    offset = 0
+    with source.open() as handle:
+        while True:
+            chunk = handle.read(chunk_bytes)
+            final = not chunk
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as error:
+                at = offset - pending + error.start
+                raise UserError(f"{source.name}: byte {at} is not valid {encoding}; "
+                                f"pass --encoding with the right codec or --errors replace") from None
+            if "\0" in text:
+                raise UserError(f"{source.name}: holds NUL bytes, so it looks binary; give a text file")
+            if digest is not None:
+                digest.update(chunk)
+            if on_bytes is not None and chunk:
+                on_bytes(len(chunk))
+            offset += len(chunk)
+            if text:
+                yield text
+            if final:
+                return
