@@ -1,0 +1,238 @@
+"""The configuration tree: `model:` and `train:` dataclasses, filled and validated once.
+
+Values come from the defaults below, then a YAML file, then `--set section.key=value`, then the
+common command-line flags; `resolve` applies them in that order and `validate` rejects an unknown
+key (naming the closest valid one), a wrong type or an impossible value before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from charrnn.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    """The network. Defaults suit a char LM on a laptop CPU."""
+
+    cell: str = "lstm"  # rnn | lstm | gru
+    nonlinearity: str = "tanh"  # tanh | relu (rnn cell only)
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0  # between layers, training only
+    bidirectional: bool = False  # sees the future: library use only, refused by `train`
+    encoding: str = "onehot"  # onehot | bow | embedding
+    embedding_dim: int = 64
+    bow_window: int = 3
+    init: str = "default"  # default (PyTorch's uniform) | orthogonal (recurrent weights)
+    forget_bias: float = 0.0  # LSTM forget-gate bias at initialisation
+    dtype: str = "float32"  # float32 | float64
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation, schedule, evaluation and checkpointing."""
+
+    batch_size: int = 32
+    seq_len: int = 64
+    optimizer: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
+    lr: float = 2e-3
+    momentum: float = 0.9  # sgd; rmsprop
+    nesterov: bool = False  # sgd
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+    alpha: float = 0.99  # rmsprop smoothing
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # decoupled for adamw, L2 otherwise
+    clip_norm: float = 5.0  # global gradient norm; 0 turns clipping off
+    lr_schedule: str = "constant"  # constant | step | cosine
+    decay_rate: float = 0.97  # step: multiply lr by this ...
+    decay_every: int = 1  # ... every this many epochs ...
+    decay_after: int = 10  # ... once this many epochs are done
+    min_lr: float = 0.0  # cosine: the floor it decays to at max_steps
+    warmup_steps: int = 0  # linear warm-up (cosine and step)
+    max_steps: int = 2000
+    max_epochs: typing.Optional[int] = None
+    max_time: typing.Optional[str] = None  # "90s", "10m", "1.5h"
+    eval_every: int = 200
+    eval_tokens: typing.Optional[int] = 200_000  # None: the whole val split
+    patience: typing.Optional[int] = None  # evaluations without improvement before stopping
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 0  # periodic step-N.npz files kept besides last and best
+    log_every: int = 50
+    seed: int = 1337
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def max_seconds(self) -> float | None:
+        return parse_duration(self.train.max_time) if self.train.max_time is not None else None
+
+
+CHOICES = {
+    "model.cell": ("rnn", "lstm", "gru"), "model.nonlinearity": ("tanh", "relu"),
+    "model.encoding": ("onehot", "bow", "embedding"), "model.init": ("default", "orthogonal"),
+    "model.dtype": ("float32", "float64"),
+    "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
+    "train.lr_schedule": ("constant", "step", "cosine"),
+}
+POSITIVE = ("model.hidden_size", "model.num_layers", "model.embedding_dim", "model.bow_window",
+            "train.batch_size", "train.seq_len", "train.lr", "train.max_steps", "train.eval_every",
+            "train.checkpoint_every", "train.log_every", "train.decay_every", "train.eps",
+            "train.max_epochs", "train.eval_tokens", "train.patience")
+NON_NEGATIVE = ("train.weight_decay", "train.clip_norm", "train.min_lr", "train.warmup_steps",
+                "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text) -> float:
+    """'90s' | '10m' | '1.5h' | 45 -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not match:
+        raise UserError(f"train.max_time must look like 90s, 10m or 1.5h, not {text!r}")
+    return float(match[1]) * UNITS[match[2] or "s"]
+
+
+def sections(config: Config) -> dict[str, object]:
+    return {"model": config.model, "train": config.train}
+
+
+def all_keys() -> list[str]:
+    return [f"{name}.{f.name}" for name, part in sections(Config()).items() for f in dataclasses.fields(part)]
+
+
+def closest(key: str) -> str:
+    keys = all_keys()
+    guess = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    bare = [k for k in keys if k.split(".")[1] == key.split(".")[-1]]
+    suggestion = (bare or guess or [None])[0]
+    return f"; did you mean {suggestion!r}?" if suggestion else f"; valid keys are {', '.join(keys)}"
+
+
+def set_value(config: Config, key: str, value):
+    """Set `section.key` (or an unambiguous bare `key`) to `value`, checking its type."""
+    if "." not in key:
+        matches = [k for k in all_keys() if k.endswith("." + key)]
+        key = matches[0] if len(matches) == 1 else key
+    section_name, _, name = key.partition(".")
+    part = sections(config).get(section_name)
+    if part is None or name not in {f.name for f in dataclasses.fields(part)}:
+        raise UserError(f"unknown config key {key!r}{closest(key)}")
+    hint = typing.get_type_hints(type(part))[name]
+    setattr(part, name, coerce(key, value, hint))
+
+
+def coerce(key: str, value, hint):
+    """Check `value` against the field's type, converting only where no information is lost."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{key} must not be empty")
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if key == "train.max_time":
+        parse_duration(value)
+        return str(value)
+    if base is bool and isinstance(value, bool):
+        return value
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, str):
+        return value
+    if base is list and isinstance(value, (list, tuple)):
+        return list(value)
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}[base]
+    raise UserError(f"{key} must be {kind}, not {value!r}")
+
+
+def apply_mapping(config: Config, mapping: dict, origin: str):
+    """Apply a nested {section: {key: value}} mapping, as read from YAML."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{origin} must hold a mapping with model: and train: sections")
+    for section_name, values in mapping.items():
+        if section_name not in ("model", "train"):
+            raise UserError(f"unknown config section {section_name!r} in {origin}{closest(str(section_name))}")
+        if not isinstance(values, dict):
+            raise UserError(f"{section_name}: in {origin} must be a mapping of keys to values")
+        for name, value in values.items():
+            set_value(config, f"{section_name}.{name}", value)
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """'train.lr=0.01' -> ('train.lr', 0.01), the value read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set takes key=value, like train.lr=0.001, not {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path} is not valid YAML{where}; fix it or leave it out") from None
+
+
+def resolve(yaml_path: Path | None = None, assignments: typing.Iterable[str] = (),
+            flags: dict | None = None, base: dict | None = None) -> Config:
+    """Defaults <- base mapping (a checkpoint's) <- YAML file <- --set <- flags; validated."""
+    config = Config()
+    if base:
+        apply_mapping(config, base, "the checkpoint")
+    if yaml_path is not None:
+        apply_mapping(config, load_yaml(yaml_path), str(yaml_path))
+    for text in assignments:
+        set_value(config, *parse_assignment(text))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_value(config, key, value)
+    validate(config)
+    return config
+
+
+def validate(config: Config):
+    """Reject impossible values, naming the key."""
+    values = {f"{s}.{k}": v for s, part in sections(config).items() for k, v in dataclasses.asdict(part).items()}
+    for key, choices in CHOICES.items():
+        if values[key] not in choices:
+            raise UserError(f"{key} must be one of {', '.join(choices)}, not {values[key]!r}")
+    for key in POSITIVE:
+        if values[key] is not None and values[key] <= 0:
+            raise UserError(f"{key} must be positive, not {values[key]!r}")
+    for key in NON_NEGATIVE:
+        if values[key] < 0:
+            raise UserError(f"{key} must not be negative, not {values[key]!r}")
+    if not 0 <= config.model.dropout < 1:
+        raise UserError(f"model.dropout must be in [0, 1), not {config.model.dropout!r}")
+    betas = config.train.betas
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise UserError(f"train.betas must be two numbers in [0, 1), not {betas!r}")
+    if not 0 <= config.train.alpha < 1:
+        raise UserError(f"train.alpha must be in [0, 1), not {config.train.alpha!r}")

@@ -1,0 +1,191 @@
+"""The language model: tokens (T, B) -> encoder -> recurrent stack -> head -> logits (T, B, V).
+
+Parameters live in one flat, ordered dict named like PyTorch's modules (`embedding.weight`,
+`rnn.weight_ih_l0`, ..., `rnn.weight_hh_l1_reverse`, `head.weight`, `head.bias`), so the arrays
+under `rnn.` load into `torch.nn.RNN/LSTM/GRU` unchanged; gradients come in a dict with the same
+keys. The model object holds only its configuration: every call takes the parameters and returns
+what it computed, so two forwards can never mix up their caches.
+
+`State` is what carries over between chunks of a stream: one tuple per layer and direction,
+`(h,)` or `(h, c)` of shape (B, H), and the encoder's last tokens for bag-of-words.
+`Stepper` is the single-step API for sampling: it reuses the same cell code over buffers
+allocated once, so generating a token allocates nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn.config import ModelConfig
+from charrnn.errors import UserError
+from charrnn.nn import head
+from charrnn.nn.cells import make_cell
+from charrnn.nn.encoders import BagEncoder, BagInput, EmbeddingEncoder
+from charrnn.nn.layers import layer_weights, param_name, stack_backward, stack_forward
+
+
+@dataclass
+class State:
+    """Recurrent state per (layer, direction), each a tuple of (B, H) arrays; encoder history (K-1, B)."""
+
+    layers: list[tuple[np.ndarray, ...]]
+    history: np.ndarray
+
+
+class RNNLM:
+    """An Elman RNN / LSTM / GRU language model over a vocabulary of `vocab_size` tokens."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int):
+        self.config = config
+        self.vocab_size = vocab_size
+        self.cell = make_cell(config.cell, config.nonlinearity)
+        self.directions = 2 if config.bidirectional else 1
+        self.dtype = np.dtype(config.dtype)
+        if config.encoding == "embedding":
+            self.encoder = EmbeddingEncoder(vocab_size, config.embedding_dim)
+        else:
+            self.encoder = BagEncoder(vocab_size, config.bow_window if config.encoding == "bow" else 1)
+
+    @property
+    def output_size(self) -> int:
+        return self.config.hidden_size * self.directions
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names in order, with shapes."""
+        H, G = self.config.hidden_size, self.cell.gates
+        shapes = dict(self.encoder.param_shapes())
+        for layer in range(self.config.num_layers):
+            width = self.encoder.input_size if layer == 0 else self.output_size
+            for reverse in ([False, True] if self.directions == 2 else [False]):
+                shapes[param_name("weight_ih", layer, reverse)] = (G * H, width)
+                shapes[param_name("weight_hh", layer, reverse)] = (G * H, H)
+                shapes[param_name("bias_ih", layer, reverse)] = (G * H,)
+                shapes[param_name("bias_hh", layer, reverse)] = (G * H,)
+        shapes["head.weight"] = (self.vocab_size, self.output_size)
+        shapes["head.bias"] = (self.vocab_size,)
+        return shapes
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """PyTorch's defaults: recurrent weights and biases U(-1/sqrt(H), 1/sqrt(H)), the head
+        U(-1/sqrt(in), 1/sqrt(in)), embeddings N(0, 1); optionally orthogonal W_hh blocks and an
+        LSTM forget-gate bias."""
+        H = self.config.hidden_size
+        params = {}
+        for name, shape in self.param_shapes().items():
+            if name == "embedding.weight":
+                value = rng.standard_normal(shape)
+            else:
+                bound = 1 / np.sqrt(self.output_size if name.startswith("head") else H)
+                value = rng.uniform(-bound, bound, shape)
+            if "weight_hh" in name and self.config.init == "orthogonal":
+                value = np.concatenate([orthogonal(rng, H) for _ in range(self.cell.gates)])
+            if self.config.cell == "lstm" and self.config.forget_bias and "bias_" in name:
+                value[H:2 * H] = self.config.forget_bias if "bias_ih" in name else 0.0
+            params[name] = value.astype(self.dtype)
+        return params
+
+    def initial_state(self, batch: int) -> State:
+        """Zeros for every layer and direction, an empty encoder history."""
+        H = self.config.hidden_size
+        layers = [tuple(np.zeros((batch, H), self.dtype) for _ in range(self.cell.arity))
+                  for _ in range(self.config.num_layers * self.directions)]
+        return State(layers, self.encoder.initial_history(batch))
+
+    def dropout_masks(self, rng: np.random.Generator | None, T: int, B: int):
+        """Inverted-dropout masks (T, B, D*H) for the outputs of every layer but the last, or None."""
+        p = self.config.dropout
+        if rng is None or p == 0 or self.config.num_layers == 1:
+            return None
+        shape = (T, B, self.output_size)
+        return [(rng.random(shape) >= p).astype(self.dtype) / self.dtype.type(1 - p)
+                for _ in range(self.config.num_layers - 1)]
+
+    def forward(self, params, tokens: np.ndarray, state: State, masks=None):
+        """tokens (T, B) -> (logits (T, B, V), final state, cache). `masks` from `dropout_masks`."""
+        inputs, history = self.encoder.encode(params, tokens, state.history)
+        top, finals, caches = stack_forward(self.cell, params, inputs, state.layers, self.config.num_layers,
+                                            self.directions, masks)
+        z = head.logits(top, params["head.weight"], params["head.bias"])
+        return z, State(finals, history), (tokens, top, caches, masks)
+
+    def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
+        """tokens, targets (T, B) -> (mean NLL in nats, grads by name, final state, d initial state).
+
+        The gradient of the loss with respect to the initial state is returned for checking; the
+        trainer carries the final state to the next chunk without gradient (truncated BPTT).
+        """
+        z, final, (tokens, top, caches, masks) = self.forward(params, tokens, state, masks)
+        T, B, V = z.shape
+        loss, d_z = head.softmax_nll(z.reshape(T * B, V), targets.reshape(T * B))
+        flat_top = top.reshape(T * B, -1)
+        grads = {"head.weight": d_z.T @ flat_top, "head.bias": d_z.sum(axis=0)}
+        d_top = (d_z @ params["head.weight"]).reshape(T, B, -1)
+        layer_grads, d_inputs, d_states = stack_backward(self.cell, params, d_top, caches,
+                                                         self.config.num_layers, self.directions, masks)
+        grads.update(layer_grads)
+        grads.update(self.encoder.backward(params, tokens, d_inputs))
+        return loss, {name: grads[name] for name in params}, final, d_states
+
+    def token_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State):
+        """tokens, targets (T, B) -> (NLL of every target in nats (T, B), final state)."""
+        z, final, _ = self.forward(params, tokens, state)
+        T, B, V = z.shape
+        return head.token_nll(z.reshape(T * B, V), targets.reshape(T * B)).reshape(T, B), final
+
+    def stepper(self, params, batch: int) -> Stepper:
+        if self.directions == 2:
+            raise UserError("a bidirectional model reads the future, so it cannot generate text step by step")
+        return Stepper(self, params, batch)
+
+
+class Stepper:
+    """Feeds one token per stream at a time: `step(tokens (B,)) -> logits (B, V)`, state kept inside.
+
+    All buffers and prepared weights are made once here; a step is one small product per layer
+    plus the head, through the same cell code as the sequence forward.
+    """
+
+    def __init__(self, model: RNNLM, params, batch: int):
+        self.model, self.params = model, params
+        self.cell, H = model.cell, model.config.hidden_size
+        self.layers = []
+        for layer in range(model.config.num_layers):
+            w_ih, w_hh, b_ih, b_hh = layer_weights(params, layer, False)
+            bias, prepared = self.cell.prepare(w_hh, b_ih, b_hh)
+            table = BagInput.padded_table(w_ih) if layer == 0 and isinstance(model.encoder, BagEncoder) else None
+            self.layers.append({"w_ih_t": np.ascontiguousarray(w_ih.T), "table": table, "bias": bias,
+                                "prepared": prepared,
+                                "xw": np.empty((1, batch, w_ih.shape[0]), model.dtype),
+                                "buf": self.cell.allocate(1, batch, H, model.dtype)})
+        self.head_t = np.ascontiguousarray(params["head.weight"].T)
+        self.logits = np.empty((batch, model.vocab_size), model.dtype)
+        self.state = model.initial_state(batch)
+
+    def reset(self, state: State):
+        self.state = state
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens (B,) -> logits (B, V) for the next token (a buffer, overwritten by the next step)."""
+        inputs, self.state.history = self.model.encoder.encode(self.params, tokens[None], self.state.history)
+        states = self.state.layers
+        for index, layer in enumerate(self.layers):
+            xw = layer["xw"]
+            if layer["table"] is not None:
+                inputs.gather(layer["table"], out=xw)
+            else:
+                np.matmul(inputs.x[0] if index == 0 else below, layer["w_ih_t"], out=xw[0])
+            xw += layer["bias"]
+            out, final = self.cell.forward(xw, states[index], layer["prepared"], layer["buf"])
+            states[index] = final
+            below = out[0]
+        np.matmul(below, self.head_t, out=self.logits)
+        self.logits += self.params["head.bias"]
+        return self.logits
+
+
+def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))

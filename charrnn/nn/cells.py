@@ -1,0 +1,228 @@
+"""Recurrent cells with PyTorch's equations and gate order, stepped over preallocated buffers.
+
+Every cell has the same interface, and its state is always a tuple, `(h,)` or `(h, c)`:
+
+- `prepare(w_hh, b_ih, b_hh)` -> the bias added to the input projection (G*H,), and the weights
+  the loop uses. Sigmoid gates are computed as `0.5 * tanh(a / 2) + 0.5`; the halving is folded
+  into the recurrent weights here, once, and into the projection before the loop, so one `tanh`
+  covers every gate.
+- `allocate(T, B, H, dtype)` -> buffers for T steps (the sampler keeps a T = 1 set for its loop).
+- `forward(xw, state, weights, buf)` runs the loop: `xw` (T, B, G*H) holds the input projection
+  plus bias on entry and is used in place as the gate buffer. Returns the outputs (T, B, H) and the
+  final state, both views into `buf`, which is also the cache for `backward`.
+- `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
+  by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
+
+Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def gate_vector(H: int, values: list[float], dtype) -> np.ndarray:
+    """One value per gate, each repeated H times: (len(values) * H,)."""
+    return np.repeat(np.asarray(values, dtype=dtype), H)
+
+
+class RNNCell:
+    """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act = tanh or relu."""
+
+    gates = 1
+    arity = 1
+
+    def __init__(self, nonlinearity: str = "tanh"):
+        self.nonlinearity = nonlinearity
+
+    def prepare(self, w_hh, b_ih, b_hh):
+        return b_ih + b_hh, {"w_hh_t": w_hh.T}
+
+    def allocate(self, T, B, H, dtype):
+        return {"h": np.empty((T + 1, B, H), dtype), "mask": np.empty((B, H), bool),
+                "tmp": np.empty((B, H), dtype)}
+
+    def forward(self, xw, state, weights, buf):
+        """xw (T, B, H), state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
+        h, w = buf["h"], weights["w_hh_t"]
+        h[0] = state[0]
+        for t in range(len(xw)):
+            np.matmul(h[t], w, out=h[t + 1])
+            h[t + 1] += xw[t]
+            if self.nonlinearity == "tanh":
+                np.tanh(h[t + 1], out=h[t + 1])
+            else:
+                np.maximum(h[t + 1], 0, out=h[t + 1])
+        return h[1:], (h[-1],)
+
+    def backward(self, d_out, buf, w_hh):
+        """d_out (T, B, H) -> (d_pre (T, B, H), d_pre, (d h0,))."""
+        h, tmp = buf["h"], buf["tmp"]
+        d_pre = np.empty_like(d_out)
+        dh = np.zeros_like(d_out[0])
+        for t in reversed(range(len(d_out))):
+            da = d_pre[t]
+            np.add(d_out[t], dh, out=da)
+            if self.nonlinearity == "tanh":  # tanh' = 1 - h^2
+                np.multiply(h[t + 1], h[t + 1], out=tmp)
+                np.subtract(1, tmp, out=tmp)
+                da *= tmp
+            else:
+                np.greater(h[t + 1], 0, out=buf["mask"])
+                da *= buf["mask"]
+            np.matmul(da, w_hh, out=dh)
+        return d_pre, d_pre, (dh,)
+
+
+class LSTMCell:
+    """Gates i, f, g, o = sig, sig, tanh, sig (W_ih x_t + b_ih + W_hh h_{t-1} + b_hh);
+    c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)."""
+
+    gates = 4
+    arity = 2
+
+    def prepare(self, w_hh, b_ih, b_hh):
+        H = w_hh.shape[1]
+        scale = gate_vector(H, [0.5, 0.5, 1, 0.5], w_hh.dtype)
+        shift = gate_vector(H, [0.5, 0.5, 0, 0.5], w_hh.dtype)
+        # the derivative of gate value y is (y + p) * (1 - y): p = 0 for sigmoid, 1 for tanh
+        deriv = gate_vector(H, [0, 0, 1, 0], w_hh.dtype)
+        return b_ih + b_hh, {"w_hh_t": (w_hh * scale[:, None]).T, "scale": scale,
+                                       "shift": shift, "deriv": deriv}
+
+    def allocate(self, T, B, H, dtype):
+        return {"h": np.empty((T + 1, B, H), dtype), "c": np.empty((T + 1, B, H), dtype),
+                "tanh_c": np.empty((T, B, H), dtype), "gates": None, "deriv": None,
+                "mm": np.empty((B, 4 * H), dtype), "tmp": np.empty((B, H), dtype)}
+
+    def forward(self, xw, state, weights, buf):
+        """xw (T, B, 4H) scaled, state (h0, c0) each (B, H) -> outputs (T, B, H), (h_T, c_T)."""
+        h, c, tanh_c, mm, tmp = buf["h"], buf["c"], buf["tanh_c"], buf["mm"], buf["tmp"]
+        H = h.shape[-1]
+        xw *= weights["scale"]
+        h[0], c[0] = state
+        for t in range(len(xw)):
+            gates = xw[t]
+            np.matmul(h[t], weights["w_hh_t"], out=mm)
+            gates += mm
+            np.tanh(gates, out=gates)
+            gates *= weights["scale"]
+            gates += weights["shift"]
+            i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+            np.multiply(f, c[t], out=c[t + 1])
+            np.multiply(i, g, out=tmp)
+            c[t + 1] += tmp
+            np.tanh(c[t + 1], out=tanh_c[t])
+            np.multiply(o, tanh_c[t], out=h[t + 1])
+        buf["gates"], buf["deriv"] = xw, weights["deriv"]
+        return h[1:], (h[-1], c[-1])
+
+    def backward(self, d_out, buf, w_hh):
+        """d_out (T, B, H) -> (d_pre (T, B, 4H), d_pre, (d h0, d c0))."""
+        h, c, tanh_c, gates_all, tmp = buf["h"], buf["c"], buf["tanh_c"], buf["gates"], buf["tmp"]
+        T, B, H = d_out.shape
+        d_pre = np.empty_like(gates_all)
+        dh, dc = np.zeros((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
+        dh_next = np.zeros((B, H), d_out.dtype)
+        slope, one_minus = np.empty((B, 4 * H), d_out.dtype), np.empty((B, 4 * H), d_out.dtype)
+        for t in reversed(range(T)):
+            gates, d = gates_all[t], d_pre[t]
+            i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+            di, df, dg, do = d[:, :H], d[:, H:2 * H], d[:, 2 * H:3 * H], d[:, 3 * H:]
+            np.add(d_out[t], dh_next, out=dh)
+            np.multiply(dh, tanh_c[t], out=do)
+            np.multiply(tanh_c[t], tanh_c[t], out=tmp)  # dc += dh * o * (1 - tanh(c)^2)
+            np.subtract(1, tmp, out=tmp)
+            tmp *= o
+            tmp *= dh
+            dc += tmp
+            np.multiply(dc, g, out=di)
+            np.multiply(dc, i, out=dg)
+            np.multiply(dc, c[t], out=df)
+            dc *= f
+            np.add(gates, buf["deriv"], out=slope)  # through the gate nonlinearities at once
+            np.subtract(1, gates, out=one_minus)
+            slope *= one_minus
+            d *= slope
+            np.matmul(d, w_hh, out=dh_next)
+        return d_pre, d_pre, (dh_next, dc)
+
+
+class GRUCell:
+    """r, z = sig(W_i{r,z} x_t + b_i{r,z} + W_h{r,z} h + b_h{r,z});
+    n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn));  h_t = (1 - z) * n + z * h_{t-1}."""
+
+    gates = 3
+    arity = 1
+
+    def prepare(self, w_hh, b_ih, b_hh):
+        H = w_hh.shape[1]
+        scale = gate_vector(H, [0.5, 0.5, 1], w_hh.dtype)
+        bias = b_ih.copy()
+        bias[:2 * H] += b_hh[:2 * H]
+        return bias, {"w_hh_t": (w_hh * scale[:, None]).T, "scale": scale, "b_hn": b_hh[2 * H:]}
+
+    def allocate(self, T, B, H, dtype):
+        return {"h": np.empty((T + 1, B, H), dtype), "hn": np.empty((T, B, H), dtype), "gates": None,
+                "mm": np.empty((B, 3 * H), dtype), "tmp": np.empty((B, H), dtype)}
+
+    def forward(self, xw, state, weights, buf):
+        """xw (T, B, 3H) scaled, state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
+        h, hn, mm, tmp = buf["h"], buf["hn"], buf["mm"], buf["tmp"]
+        H = h.shape[-1]
+        xw *= weights["scale"]
+        h[0] = state[0]
+        for t in range(len(xw)):
+            gates = xw[t]
+            rz, n = gates[:, :2 * H], gates[:, 2 * H:]
+            np.matmul(h[t], weights["w_hh_t"], out=mm)
+            rz += mm[:, :2 * H]
+            np.tanh(rz, out=rz)
+            rz *= 0.5
+            rz += 0.5
+            np.add(mm[:, 2 * H:], weights["b_hn"], out=hn[t])
+            np.multiply(gates[:, :H], hn[t], out=tmp)
+            n += tmp
+            np.tanh(n, out=n)
+            np.subtract(h[t], n, out=h[t + 1])  # h_t = n + z * (h_{t-1} - n)
+            h[t + 1] *= gates[:, H:2 * H]
+            h[t + 1] += n
+        buf["gates"] = xw
+        return h[1:], (h[-1],)
+
+    def backward(self, d_out, buf, w_hh):
+        """d_out (T, B, H) -> (d_pre_x (T, B, 3H), d_pre_h (T, B, 3H), (d h0,))."""
+        h, hn, gates_all, tmp = buf["h"], buf["hn"], buf["gates"], buf["tmp"]
+        T, B, H = d_out.shape
+        d_x, d_h = np.empty_like(gates_all), np.empty_like(gates_all)
+        dh, dh_next = np.empty((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
+        slope = np.empty((B, 2 * H), d_out.dtype)
+        for t in reversed(range(T)):
+            gates = gates_all[t]
+            r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+            dr, dz, dn = d_x[t][:, :H], d_x[t][:, H:2 * H], d_x[t][:, 2 * H:]
+            np.add(d_out[t], dh_next, out=dh)
+            np.subtract(1, z, out=tmp)  # dn = dh * (1 - z) * (1 - n^2)
+            np.multiply(dh, tmp, out=dn)
+            np.multiply(n, n, out=tmp)
+            np.subtract(1, tmp, out=tmp)
+            dn *= tmp
+            np.subtract(h[t], n, out=dz)  # dz = dh * (h_{t-1} - n)
+            dz *= dh
+            np.multiply(dn, hn[t], out=dr)  # dr = dn * (W_hn h + b_hn)
+            np.subtract(1, gates[:, :2 * H], out=slope)  # through both sigmoids at once
+            slope *= gates[:, :2 * H]
+            d_x[t][:, :2 * H] *= slope
+            d_h[t][:, :2 * H] = d_x[t][:, :2 * H]
+            np.multiply(dn, r, out=d_h[t][:, 2 * H:])
+            np.matmul(d_h[t], w_hh, out=dh_next)
+            np.multiply(dh, z, out=tmp)
+            dh_next += tmp
+        return d_x, d_h, (dh_next,)
+
+
+def make_cell(kind: str, nonlinearity: str = "tanh"):
+    """'rnn' | 'lstm' | 'gru' -> a cell object."""
+    if kind == "rnn":
+        return RNNCell(nonlinearity)
+    return {"lstm": LSTMCell, "gru": GRUCell}[kind]()
