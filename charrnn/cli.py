@@ -6,6 +6,7 @@ Progress bars go to stderr (off with --quiet or when stderr is not a terminal); 
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -84,6 +85,110 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
     state = "already up to date" if meta.get("unchanged") else "prepared"
     click.echo(f"{out}: {state}; {meta['vocab_size']} tokens in the vocabulary, "
                f"train {tokens['train']:,} / val {tokens['val']:,} / test {tokens['test']:,}")
+
+
+STOP_SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
+TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
+               "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
+               "max_steps": "train.max_steps", "max_time": "train.max_time"}
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), help="YAML file with model: and train: sections.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Run directory.  [default: runs/<name of SOURCE>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.npz, exactly where it stopped.")
+@click.option("--force", is_flag=True, help="Start afresh in a run directory that already holds a run.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override one config key, e.g. train.lr=0.001 (repeatable).")
+@click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), help="Recurrent cell (model.cell).")
+@click.option("--hidden-size", type=int, help="Hidden units per layer (model.hidden_size).")
+@click.option("--layers", type=int, help="Number of stacked layers (model.num_layers).")
+@click.option("--seq-len", type=int, help="Truncated-BPTT length (train.seq_len).")
+@click.option("--batch-size", type=int, help="Parallel streams per step (train.batch_size).")
+@click.option("--lr", type=float, help="Learning rate (train.lr).")
+@click.option("--max-steps", type=int, help="Stop after this many steps (train.max_steps).")
+@click.option("--max-time", help="Stop after this much training time, e.g. 90s, 10m, 1.5h (train.max_time).")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration as YAML and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="Plain log lines instead of a progress bar.")
+def train(source, config_path, out, resume, force, assignments, print_config, quiet, **flags):
+    """Train a model on SOURCE: a prepared directory, a text file or folder, or `shakespeare`.
+
+    Settings come from the defaults, then --config, then --set, then the flags.
+
+    \b
+    Examples:
+      charrnn train input.txt                            # -> runs/input/
+      charrnn train data/input -c configs/shakespeare.yaml --max-time 30m
+      charrnn train data/input --set model.cell=gru --set train.lr=0.003
+      charrnn train data/input --resume                  # after Ctrl-C
+    """
+    from charrnn import run as runs
+    from charrnn.config import resolve
+    from charrnn.console import TrainReporter, format_duration
+    from charrnn.model import RNNLM
+    from charrnn.train import Trainer
+
+    flags = {TRAIN_FLAGS[k]: v for k, v in flags.items()}
+    if print_config:
+        click.echo(resolve(config_path, assignments, flags).to_yaml(), nl=False)
+        return
+    if source is None:
+        raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare`")
+    out = out or Path("runs") / default_name(source)
+    saved = None
+    if resume:
+        config, saved = runs.resume_config(out, config_path, assignments, flags)
+    else:
+        config = resolve(config_path, assignments, flags)
+        if (out / "last.npz").exists() and not force:
+            raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
+                            f"or --out for a new run directory")
+    if config.model.bidirectional:
+        raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
+                        "set it to false (bidirectional layers are for library use)")
+    with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
+        data = runs.open_source(source, out, on_bytes=bar.update)
+    if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
+        raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
+    model = RNNLM(config.model, data.vocab.size)
+    run_dir = runs.RunDirectory(out, config, data.vocab)
+    if not resume:
+        for stale in [*out.glob("*.npz"), out / "summary.json"]:
+            stale.unlink(missing_ok=True)
+    run_dir.start(fresh=not resume)
+    state = runs.state_of(saved) if saved is not None else None
+    reporter = TrainReporter(run_dir, config.train.max_steps, state.progress.step if state else 0,
+                             config.max_seconds, quiet)
+    trainer = Trainer(config, model, data.splits["train"], data.splits["val"], report=reporter, save=run_dir.save)
+    state = state or trainer.initial_state()
+    if saved is not None and saved.meta["config"]["train"]["optimizer"] != config.train.optimizer:
+        state.optimizer = trainer.optimizer.init(state.params)  # a new optimizer starts from its own zero state
+    stop = {}
+    previous = {sig: signal.signal(sig, lambda number, frame: stop.setdefault("signal", number))
+                for sig in STOP_SIGNALS}
+    try:
+        reason = trainer.run(state, should_stop=lambda: STOP_SIGNALS[stop["signal"]][0] if stop else None)
+    finally:
+        reporter.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    progress = state.progress
+    summary = {"reason": reason, "steps": progress.step, "epochs": progress.epoch, "tokens": progress.tokens,
+               "seconds": round(progress.elapsed, 1), "best_val_loss": progress.best_val,
+               "best_step": progress.best_step, "last_val_loss": progress.last_val}
+    run_dir.write_summary(summary)
+    if reason == "non_finite":
+        raise UserError(f"the loss became non-finite at step {progress.step}; lower train.lr or train.clip_norm. "
+                        f"The last good checkpoints in {out} are unchanged")
+    best = f"{progress.best_val:.4f} nats/token ({progress.best_val / 0.6931471805599453:.3f} bits)" \
+        if progress.best_val is not None else "not measured"
+    click.echo(f"stopped ({reason.replace('_', ' ')}) at step {progress.step}, epoch {progress.epoch}, "
+               f"{progress.tokens:,} tokens in {format_duration(progress.elapsed)}; best val {best}")
+    click.echo(f"checkpoints: {out}/best.npz, {out}/last.npz")
+    if reason in ("interrupted", "terminated"):
+        click.echo(f"resume with: charrnn train {source} --out {out} --resume", err=True)
+        sys.exit(STOP_SIGNALS[stop["signal"]][1])
+    click.echo(f"try: charrnn sample {out} --length 500")
 
 
 def default_name(corpus: str) -> str:

@@ -46,7 +46,7 @@ class TrainConfig:
     seq_len: int = 64
     optimizer: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
     lr: float = 2e-3
-    momentum: float = 0.9  # sgd; rmsprop
+    momentum: float = 0.9  # sgd
     nesterov: bool = False  # sgd
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
     alpha: float = 0.99  # rmsprop smoothing

@@ -1,0 +1,130 @@
+"""Optimizers, global-norm clipping and learning-rate schedules.
+
+An optimizer is a small object holding its hyper-parameters; its state is a plain dict of arrays
+(`init(params)`), updated in place by `step(params, grads, state, lr)`, so exact resume is just
+saving that dict. Adam and AdamW share one implementation. Schedules are pure functions of the
+step and epoch, so a resumed run follows the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from charrnn.config import TrainConfig
+
+
+class SGD:
+    """p -= lr * v, v = momentum * v + g (Nesterov: p -= lr * (g + momentum * v)); L2 weight decay."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.momentum, self.nesterov, self.weight_decay = cfg.momentum, cfg.nesterov, cfg.weight_decay
+
+    def init(self, params):
+        return {f"velocity/{k}": np.zeros_like(v) for k, v in params.items()} if self.momentum else {}
+
+    def step(self, params, grads, state, lr):
+        for name, p in params.items():
+            g = grads[name] + self.weight_decay * p if self.weight_decay else grads[name]
+            if self.momentum:
+                v = state[f"velocity/{name}"]
+                v *= self.momentum
+                v += g
+                g = g + self.momentum * v if self.nesterov else v
+            p -= lr * g
+
+
+class Adagrad:
+    """sum += g^2;  p -= lr * g / (sqrt(sum) + eps)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.eps, self.weight_decay = cfg.eps, cfg.weight_decay
+
+    def init(self, params):
+        return {f"sum/{k}": np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params, grads, state, lr):
+        for name, p in params.items():
+            g = grads[name] + self.weight_decay * p if self.weight_decay else grads[name]
+            total = state[f"sum/{name}"]
+            total += g * g
+            p -= lr * g / (np.sqrt(total) + self.eps)
+
+
+class RMSprop:
+    """avg = alpha * avg + (1 - alpha) g^2;  p -= lr * g / (sqrt(avg) + eps)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.alpha, self.eps, self.weight_decay = cfg.alpha, cfg.eps, cfg.weight_decay
+
+    def init(self, params):
+        return {f"square_avg/{k}": np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params, grads, state, lr):
+        for name, p in params.items():
+            g = grads[name] + self.weight_decay * p if self.weight_decay else grads[name]
+            avg = state[f"square_avg/{name}"]
+            avg *= self.alpha
+            avg += (1 - self.alpha) * g * g
+            p -= lr * g / (np.sqrt(avg) + self.eps)
+
+
+class Adam:
+    """Adam with bias correction; `decoupled` weight decay makes it AdamW (p -= lr * wd * p)."""
+
+    def __init__(self, cfg: TrainConfig, decoupled: bool):
+        (self.beta1, self.beta2), self.eps = cfg.betas, cfg.eps
+        self.weight_decay, self.decoupled = cfg.weight_decay, decoupled
+
+    def init(self, params):
+        state = {"t": np.zeros((), np.int64)}
+        for k, v in params.items():
+            state[f"m/{k}"], state[f"v/{k}"] = np.zeros_like(v), np.zeros_like(v)
+        return state
+
+    def step(self, params, grads, state, lr):
+        state["t"] += 1
+        t = int(state["t"])
+        step_size = lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        for name, p in params.items():
+            g = grads[name]
+            if self.weight_decay and not self.decoupled:
+                g = g + self.weight_decay * p
+            elif self.weight_decay:
+                p *= 1 - lr * self.weight_decay
+            m, v = state[f"m/{name}"], state[f"v/{name}"]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * g * g
+            p -= step_size * m / (np.sqrt(v) + self.eps)
+
+
+def make_optimizer(cfg: TrainConfig):
+    return {"sgd": lambda: SGD(cfg), "adagrad": lambda: Adagrad(cfg), "rmsprop": lambda: RMSprop(cfg),
+            "adam": lambda: Adam(cfg, decoupled=False), "adamw": lambda: Adam(cfg, decoupled=True)}[cfg.optimizer]()
+
+
+def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so their joint L2 norm is at most max_norm (0: no clipping).
+    Returns the norm before clipping."""
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    if max_norm and norm > max_norm:
+        for g in grads.values():
+            g *= max_norm / (norm + 1e-6)
+    return norm
+
+
+def learning_rate(cfg: TrainConfig, step: int, epoch: int) -> float:
+    """The lr for optimizer step `step` (0-based) in epoch `epoch` (0-based)."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "step":
+        decays = (epoch - cfg.decay_after) // cfg.decay_every + 1 if epoch >= cfg.decay_after else 0
+        return cfg.lr * warmup * cfg.decay_rate ** decays
+    if cfg.lr_schedule == "cosine":
+        if step < cfg.warmup_steps:
+            return cfg.lr * warmup
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * warmup
