@@ -151,7 +151,7 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
     if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
         raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
     model = RNNLM(config.model, data.vocab.size)
-    run_dir = runs.RunDirectory(out, config, data.vocab)
+    run_dir = runs.RunDirectory(out, config, data.vocab, data.directory)
     if not resume:
         for stale in [*out.glob("*.npz"), out / "summary.json"]:
             stale.unlink(missing_ok=True)
@@ -189,6 +189,145 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
         click.echo(f"resume with: charrnn train {source} --out {out} --resume", err=True)
         sys.exit(STOP_SIGNALS[stop["signal"]][1])
     click.echo(f"try: charrnn sample {out} --length 500")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--length", "-n", type=int, default=500, show_default=True, help="Tokens to generate per sample.")
+@click.option("--temperature", "-t", type=float, default=1.0, show_default=True,
+              help="Softmax temperature; 0 picks the most likely token every time.")
+@click.option("--top-k", type=int, default=None, help="Sample only among the K most likely tokens.")
+@click.option("--top-p", type=float, default=None, help="Sample only among the most likely tokens whose mass reaches P.")
+@click.option("--prime", default=None, help="Text fed to the model first and printed before the continuation.")
+@click.option("--prime-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Read the prime from a file.")
+@click.option("--seed", type=int, default=None, help="Random seed; the same seed and settings give the same text.")
+@click.option("--num-samples", "-m", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
+@click.option("--stream/--no-stream", default=None, help="Print tokens as they are generated.  [default: on for one sample on a terminal]")
+@click.option("--json", "as_json", is_flag=True, help="Print the samples with their settings and mean log-probability as JSON.")
+def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_samples, stream, as_json):
+    """Generate text from a trained model: RUN is a run directory (best.npz, else last.npz) or a checkpoint.
+
+    \b
+    Examples:
+      charrnn sample runs/input --prime "ROMEO:" --temperature 0.8
+      charrnn sample runs/input --top-p 0.9 --num-samples 3 --length 200 --seed 1
+    """
+    import json
+
+    import numpy as np
+
+    from charrnn.run import load_model
+    from charrnn.sample import SamplingSettings, generate
+
+    settings = SamplingSettings(temperature, top_k, top_p)
+    settings.validate()
+    if length < 1 or num_samples < 1:
+        raise click.BadParameter("--length and --num-samples must be at least 1")
+    model, params, vocab, _ = load_model(run)
+    if prime_file is not None:
+        prime = prime_file.read_text(encoding="utf-8")
+    prime_ids, shown_prime = encode_prime(prime or "", vocab)
+    seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+    stream = stream if stream is not None else (num_samples == 1 and sys.stdout.isatty() and not as_json)
+    if stream and num_samples == 1 and not as_json:
+        click.echo(shown_prime, nl=False)
+        on_tokens = lambda tokens: click.echo(vocab.tokens[tokens[0]], nl=False)  # noqa: E731
+    else:
+        on_tokens = None
+    tokens, mean_logprob = generate(model, params, prime_ids, length, num_samples, settings,
+                                    np.random.default_rng(seed), on_tokens)
+    texts = [shown_prime + vocab.decode(row) for row in tokens]
+    if as_json:
+        click.echo(json.dumps({"settings": {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+                                            "length": length, "seed": seed, "prime": shown_prime},
+                               "samples": [{"text": text, "mean_logprob": float(lp)}
+                                           for text, lp in zip(texts, mean_logprob)]}, ensure_ascii=False))
+    elif on_tokens is not None:
+        click.echo()
+    else:
+        click.echo("\n\n".join(texts))
+
+
+def encode_prime(prime: str, vocab) -> tuple["np.ndarray", str]:
+    """The prime's ids and the text shown for it. Without a prime, generation starts after a newline
+    (not shown) when the vocabulary has one, else after the most frequent token."""
+    import numpy as np
+
+    if not prime:
+        start = vocab.index.get("\n", int(np.argmax(vocab.counts)))
+        return np.array([start]), "" if vocab.tokens[start] == "\n" else vocab.tokens[start]
+    ids, pieces = vocab.lookup(prime)
+    if (ids < 0).any():
+        unknown = vocab.unknown_in(prime, ids, pieces)
+        if vocab.unk_id is None:
+            listed = " ".join(repr(c) for c in sorted(set(unknown)))
+            raise UserError(f"the prime has characters the model never saw: {listed}; "
+                            f"remove them or train on text that has them")
+        click.echo(f"warning: mapped to <unk>: {' '.join(map(repr, sorted(set(unknown))))}", err=True)
+        ids[ids < 0] = vocab.unk_id
+    return ids, prime
+
+
+@cli.command(name="eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["val", "test"]), help="Score a split of the corpus the model was trained on.")
+@click.option("--strict", is_flag=True, help="Stop on characters not in the vocabulary instead of skipping them.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a page showing the text coloured by surprisal.")
+@click.option("--chunk", type=int, default=512, show_default=True, help="Tokens per forward pass (memory, not result).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of TEXTS.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, quiet):
+    """Score text with a trained model: nats and bits per token, and perplexity.
+
+    Each text is one continuous stream: every token is predicted from all tokens before it.
+
+    \b
+    Examples:
+      charrnn eval runs/input held_out.txt
+      charrnn eval runs/input --split test --json
+      charrnn eval runs/input chapter.txt --html surprisal.html
+    """
+    import json
+
+    from charrnn.evaluate import score_files, score_split
+    from charrnn.run import load_model
+
+    if bool(texts) == bool(split):
+        raise click.UsageError("give either TEXT files to score or --split val|test")
+    if chunk < 1:
+        raise click.BadParameter("--chunk must be at least 1")
+    model, params, vocab, meta = load_model(run)
+    keep = html_path is not None
+    if split:
+        result = score_split(model, params, meta, split, chunk, keep)
+    else:
+        from charrnn.corpus import resolve_sources
+
+        sources = resolve_sources([str(t) for t in texts])
+        with progress_bar(sum(s.size for s in sources), "eval", "B", quiet, unit_scale=True) as bar:
+            result = score_files(model, params, vocab, sources, encoding, strict, chunk, keep, bar.update)
+    figures = {"nats_per_token": result.score.nats_per_token, "bits_per_token": result.score.bits_per_token,
+               "perplexity": result.score.perplexity, "tokens": result.score.tokens, "unknown": result.unknown,
+               "unknown_handling": result.unknown_handling}
+    if html_path is not None:
+        from charrnn.report import surprisal_page
+
+        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in figures.items()}
+        html_path.write_text(surprisal_page([vocab.tokens[i] for i in result.ids], result.nll, shown,
+                                            f"charrnn eval: {', '.join(map(str, texts)) or split}"), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    unit = "char" if vocab.level == "char" else "token"
+    click.echo(f"tokens scored      {result.score.tokens:,}")
+    click.echo(f"nats per {unit:<9} {result.score.nats_per_token:.4f}")
+    click.echo(f"bits per {unit:<9} {result.score.bits_per_token:.4f}")
+    click.echo(f"perplexity         {result.score.perplexity:.3f}")
+    if result.unknown:
+        click.echo(f"unknown            {result.unknown:,} ({result.unknown_handling})")
 
 
 def default_name(corpus: str) -> str:

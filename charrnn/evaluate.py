@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from charrnn.corpus import read_text
+from charrnn.data import Prepared
+from charrnn.errors import UserError
+from charrnn.prepare import chunked_tokens
+from charrnn.vocab import UnknownTokensError, Vocabulary
 
 LN2 = math.log(2)
 
@@ -58,3 +65,104 @@ def score(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256)
         total += float(nll.sum(dtype=np.float64))
         count += nll.size
     return Score(total, count)
+
+
+class StreamScorer:
+    """Scores one continuous stream fed in pieces of any size: each token is predicted from all
+    tokens fed before it, with the state carried, so the result does not depend on the pieces."""
+
+    def __init__(self, model, params, chunk: int = 512):
+        self.model, self.params, self.chunk = model, params, chunk
+        self.state = model.initial_state(1)
+        self.previous: int | None = None
+        self.nats, self.tokens = 0.0, 0
+
+    def feed(self, ids: np.ndarray) -> np.ndarray:
+        """ids (N,) -> the NLL in nats of each predicted token (N,), or (N-1,) for the very first piece."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.previous is not None:
+            ids = np.concatenate([[self.previous], ids])
+        if len(ids) == 0:
+            return np.zeros(0)
+        self.previous = int(ids[-1])
+        pieces = []
+        for begin in range(0, len(ids) - 1, self.chunk):
+            window = ids[begin: begin + self.chunk + 1]
+            nll, self.state = self.model.token_nll(self.params, window[:-1, None], window[1:, None], self.state)
+            pieces.append(nll[:, 0])
+        nll = np.concatenate(pieces) if pieces else np.zeros(0)
+        self.nats += float(nll.sum(dtype=np.float64))
+        self.tokens += len(nll)
+        return nll
+
+    @property
+    def score(self) -> Score:
+        return Score(self.nats, self.tokens)
+
+
+@dataclass
+class TextScore:
+    """What `charrnn eval` reports; `ids` and `nll` are kept only when a page will show them."""
+
+    score: Score
+    unknown: int
+    unknown_handling: str
+    ids: np.ndarray
+    nll: np.ndarray
+
+
+def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, int]:
+    """text -> (ids of its tokens, count of unknown ones), unknowns mapped to <unk> if the vocabulary
+    has it, else dropped (the state is not advanced); with `strict` they are an error."""
+    ids, pieces = vocab.lookup(text)
+    missing = ids < 0
+    count = int(missing.sum())
+    if count and strict:
+        raise UnknownTokensError(vocab.unknown_in(text, ids, pieces))
+    if count and vocab.unk_id is not None:
+        ids[missing] = vocab.unk_id
+    elif count:
+        ids = ids[~missing]
+    return ids, count
+
+
+def score_files(model, params, vocab: Vocabulary, sources, encoding: str, strict: bool, chunk: int,
+                keep: bool, on_bytes=None) -> TextScore:
+    """Score text sources as one stream, reading them in bounded chunks."""
+    scorer = StreamScorer(model, params, chunk)
+    unknown, kept_ids, kept_nll = 0, [], []
+    for source in sources:
+        for text in word_aware(read_text(source, encoding, "strict", on_bytes), vocab.level):
+            ids, missing = known_ids(text, vocab, strict)
+            unknown += missing
+            nll = scorer.feed(ids)
+            if keep:
+                kept_ids.append(ids)
+                kept_nll.append(nll)
+    handling = "error" if strict else ("mapped to <unk>" if vocab.unk_id is not None else "skipped")
+    return TextScore(scorer.score, unknown, handling, concat(kept_ids, np.int64), concat(kept_nll, np.float64))
+
+
+def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool) -> TextScore:
+    """Score the val or test split of the corpus the model was trained on, as one stream."""
+    prepared = Prepared.open(Path(meta["data"]))
+    tokens = prepared.splits[split]
+    if len(tokens) < 2:
+        raise UserError(f"the {split} split of {prepared.directory} is empty; score a text file instead")
+    scorer = StreamScorer(model, params, chunk)
+    kept = [scorer.feed(tokens[i: i + (1 << 20)]) for i in range(0, len(tokens), 1 << 20)]
+    return TextScore(scorer.score, 0, "none", np.asarray(tokens) if keep else np.zeros(0, np.int64),
+                     concat(kept, np.float64) if keep else np.zeros(0))
+
+
+def word_aware(texts, level: str):
+    """Text chunks re-cut so that no word-level token is split between two chunks."""
+    if level == "char":
+        yield from texts
+        return
+    for tokens in chunked_tokens(texts, level):
+        yield "".join(tokens)
+
+
+def concat(parts, dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)

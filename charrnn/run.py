@@ -39,9 +39,10 @@ def open_source(source: str, run_dir: Path, on_bytes=None) -> Prepared:
     return Prepared.open(run_dir / "data")
 
 
-def checkpoint_of(state: TrainingState, config: Config, vocab: Vocabulary) -> checkpoint.Checkpoint:
+def checkpoint_of(state: TrainingState, config: Config, vocab: Vocabulary, data_dir: Path) -> checkpoint.Checkpoint:
     hidden = [array for layer in state.hidden.layers for array in layer] + [state.hidden.history]
-    meta = {"config": config.to_dict(), "vocab": json.loads(vocab.to_json()), "progress": asdict(state.progress),
+    meta = {"config": config.to_dict(), "vocab": json.loads(vocab.to_json()), "data": str(data_dir.resolve()),
+            "progress": asdict(state.progress),
             "rng": state.rng.bit_generator.state, "hidden_arity": len(state.hidden.layers[0])}
     return checkpoint.Checkpoint(state.params, state.optimizer, hidden, meta)
 
@@ -60,8 +61,8 @@ def state_of(saved: checkpoint.Checkpoint) -> TrainingState:
 class RunDirectory:
     """Writes a run's files; `save` is the trainer's checkpoint hook."""
 
-    def __init__(self, path: Path, config: Config, vocab: Vocabulary):
-        self.path, self.config, self.vocab = Path(path), config, vocab
+    def __init__(self, path: Path, config: Config, vocab: Vocabulary, data_dir: Path):
+        self.path, self.config, self.vocab, self.data_dir = Path(path), config, vocab, data_dir
 
     def start(self, fresh: bool):
         self.path.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ class RunDirectory:
             (self.path / "metrics.jsonl").write_text("")
 
     def save(self, state: TrainingState, names: tuple[str, ...]):
-        saved = checkpoint_of(state, self.config, self.vocab)
+        saved = checkpoint_of(state, self.config, self.vocab, self.data_dir)
         for name in names:
             if name.startswith("step-") and not self.config.train.keep_checkpoints:
                 continue

@@ -1,0 +1,94 @@
+"""Sampling: logits -> temperature -> top-k / top-p truncation -> softmax -> draw.
+
+All streams are generated as one batch through the model's single-step API. Temperature 0 (or
+top-k 1) is the argmax. Probabilities are computed in float64 from max-shifted logits, so extreme
+temperatures neither overflow nor produce NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from charrnn.errors import UserError
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def validate(self):
+        if self.temperature < 0:
+            raise UserError(f"--temperature must be 0 (greedy) or positive, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top-k must be at least 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+
+
+def next_token_probabilities(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
+    """logits (B, V) -> the tempered, truncated distribution (B, V) in float64."""
+    z = logits.astype(np.float64)
+    if settings.temperature == 0 or settings.top_k == 1:
+        probs = np.zeros_like(z)
+        probs[np.arange(len(z)), z.argmax(axis=1)] = 1.0
+        return probs
+    z = z / settings.temperature
+    if settings.top_k is not None and settings.top_k < z.shape[1]:
+        kth = np.partition(z, -settings.top_k, axis=1)[:, -settings.top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    z -= z.max(axis=1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    if settings.top_p is not None and settings.top_p < 1:
+        order = np.argsort(-probs, axis=1, kind="stable")
+        ranked = np.take_along_axis(probs, order, axis=1)
+        before = np.cumsum(ranked, axis=1) - ranked  # mass of the tokens ranked above each one
+        keep = np.zeros_like(probs, dtype=bool)
+        np.put_along_axis(keep, order, before < settings.top_p, axis=1)  # the smallest set reaching p
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """probs (B, V) -> one token per row (B,), by inverse CDF with one uniform per row."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random((len(probs), 1)) * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
+
+
+def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def generate(model, params, prime: np.ndarray, length: int, num_samples: int, settings: SamplingSettings,
+             rng: np.random.Generator, on_tokens: Callable[[np.ndarray], None] | None = None):
+    """Feed `prime` (P >= 1 ids) to every stream, then draw `length` tokens per stream.
+
+    Returns (tokens (M, length), mean log-probability in nats of each stream's tokens under the
+    model's untempered distribution (M,)). `on_tokens` gets each step's (M,) tokens as drawn.
+    """
+    stepper = model.stepper(params, num_samples)
+    if len(prime) > 1:
+        context = np.repeat(np.asarray(prime[:-1], np.int64)[:, None], num_samples, axis=1)
+        _, state, _ = model.forward(params, context, stepper.state)
+        stepper.reset(state)
+    current = np.full(num_samples, prime[-1], dtype=np.int64)
+    out = np.empty((num_samples, length), dtype=np.int64)
+    logprob = np.zeros(num_samples)
+    rows = np.arange(num_samples)
+    for t in range(length):
+        logits = stepper.step(current)
+        current = draw(next_token_probabilities(logits, settings), rng)
+        logprob += log_softmax_rows(logits)[rows, current]
+        out[:, t] = current
+        if on_tokens is not None:
+            on_tokens(current)
+    return out, logprob / max(1, length)
