@@ -6,6 +6,7 @@ Progress bars go to stderr (off with --quiet or when stderr is not a terminal); 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -330,6 +331,25 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, qui
         click.echo(f"unknown            {result.unknown:,} ({result.unknown_handling})")
 
 
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=Path("curve.png"),
+              show_default=True, help="Image file to write (PNG, SVG, PDF by suffix).")
+@click.option("--title", default=None, help="Figure title.  [default: the run names]")
+def plot(runs, output, title):
+    """Draw train and val loss against tokens seen and wall time, one colour per run.
+
+    \b
+    Examples:
+      charrnn plot runs/shakespeare -o curve.png
+      charrnn plot runs/lstm runs/gru -o compare.png     # runs overlaid
+    """
+    from charrnn.plot import plot_runs
+
+    plot_runs(list(runs), output, title)
+    click.echo(f"wrote {output}")
+
+
 def default_name(corpus: str) -> str:
     """`books/plays.txt` -> `plays`; a folder or built-in corpus keeps its own name."""
     path = Path(corpus.rstrip("/"))
@@ -337,4 +357,7 @@ def default_name(corpus: str) -> str:
 
 
 def main():
+    # Worker threads parallelise training (charrnn.parallel); BLAS must not start threads of its
+    # own inside each. This has to happen before NumPy is first imported; a user's setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     cli(prog_name="charrnn")

@@ -69,6 +69,7 @@ class TrainConfig:
     keep_checkpoints: int = 0  # periodic step-N.npz files kept besides last and best
     log_every: int = 50
     seed: int = 1337
+    threads: int = 0  # worker threads, each on a shard of the batch; 0: one per CPU core
 
 
 @dataclass
@@ -99,7 +100,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.embedding_dim", "mod
             "train.checkpoint_every", "train.log_every", "train.decay_every", "train.eps",
             "train.max_epochs", "train.eval_tokens", "train.patience")
 NON_NEGATIVE = ("train.weight_decay", "train.clip_norm", "train.min_lr", "train.warmup_steps",
-                "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed")
+                "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed", "train.threads")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -20,6 +20,7 @@ from charrnn.data import StreamBatcher
 from charrnn.evaluate import score
 from charrnn.model import RNNLM, State
 from charrnn.optim import clip_by_global_norm, learning_rate, make_optimizer
+from charrnn.parallel import ShardedModel
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Trainer:
     def __init__(self, config: Config, model: RNNLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
                  report: Callable[[str, dict], None], save: Callable[[TrainingState, tuple[str, ...]], None]):
         self.config, self.cfg, self.model = config, config.train, model
+        self.sharded = ShardedModel(model, config.train.threads)
         self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len)
         self.val_tokens = val_tokens[: self.cfg.eval_tokens] if self.cfg.eval_tokens else val_tokens
         self.optimizer = make_optimizer(self.cfg)
@@ -81,8 +83,11 @@ class Trainer:
     def run(self, state: TrainingState, should_stop: Callable[[], str | None] = lambda: None) -> str:
         """Train until a stop condition; returns why it stopped. Saves `last` at the end unless the
         loss went non-finite, in which case the previous checkpoints are left as they were."""
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught below
-            return self._run(state, should_stop)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught below
+                return self._run(state, should_stop)
+        finally:
+            self.sharded.close()
 
     def _run(self, state: TrainingState, should_stop: Callable[[], str | None]) -> str:
         cfg, progress = self.cfg, state.progress
@@ -93,7 +98,7 @@ class Trainer:
                 state.hidden = self.model.initial_state(cfg.batch_size)
             x, y = self.batcher.batch(progress.position)
             masks = self.model.dropout_masks(state.rng, cfg.seq_len, cfg.batch_size)
-            loss, grads, final, _ = self.model.loss_and_grads(state.params, x, y, state.hidden, masks)
+            loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, masks)
             norm = clip_by_global_norm(grads, cfg.clip_norm)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 self.report("non_finite", {"step": progress.step, "loss": loss})
@@ -136,7 +141,7 @@ class Trainer:
             self.save(state, ("best",))
             return
         streams = max(1, min(self.cfg.batch_size, (len(self.val_tokens) - 1) // self.cfg.seq_len))
-        progress.last_val = score(self.model, state.params, self.val_tokens, streams, chunk=256).nats_per_token
+        progress.last_val = score(self.sharded, state.params, self.val_tokens, streams, chunk=256).nats_per_token
         improved = progress.best_val is None or progress.last_val < progress.best_val
         if improved:
             progress.best_val, progress.best_step, progress.evals_since_best = progress.last_val, progress.step, 0

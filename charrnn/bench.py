@@ -1,0 +1,154 @@
+"""`python -m charrnn.bench`: training and sampling throughput, side by side with PyTorch CPU.
+
+For each cell (rnn, lstm, gru) and hidden size (128, 256, 512): 2 layers, batch 64, seq 128,
+V = 65, one-hot input. Training is forward + backward + a plain `p -= lr * g` update; sampling
+is one stream, one token at a time, with softmax sampling. When `torch` is importable the same
+shapes are timed in PyTorch, alternating with ours in the same run, and the ratio printed. The
+best of the repeats is reported for both, which is the least noisy statistic on a shared machine.
+
+BLAS threads: like the CLI, this sets OPENBLAS_NUM_THREADS=1 before NumPy loads, because the
+training path parallelises over batch shards in worker threads (charrnn.parallel). PyTorch keeps
+its own thread pool, set to the same number of cores.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # noqa: E402 (before NumPy is imported)
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from charrnn.config import ModelConfig  # noqa: E402
+from charrnn.model import RNNLM  # noqa: E402
+from charrnn.parallel import ShardedModel, resolve_threads  # noqa: E402
+from charrnn.sample import SamplingSettings, generate  # noqa: E402
+
+V, LAYERS, BATCH, SEQ, LR = 65, 2, 64, 128, 1e-3
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def training_flops(cell: str, H: int) -> float:
+    """Matrix-product FLOPs per token of forward + backward (each backward product is two)."""
+    G = GATES[cell]
+    forward = sum(2 * G * H * H + (2 * G * H * H if layer else 0) for layer in range(LAYERS)) + 2 * V * H
+    return 3 * forward + 2 * G * H * V  # + the one-hot input-weight gradient
+
+
+def gemm_peak(threads: int, n: int = 2048) -> float:
+    """float32 GFLOPS of `threads` single-threaded n x n products running at once."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: a @ a, range(threads)))
+        start = time.perf_counter()
+        list(pool.map(lambda _: [a @ a for _ in range(3)], range(threads)))
+        return threads * 3 * 2 * n ** 3 / (time.perf_counter() - start) / 1e9
+
+
+class Ours:
+    def __init__(self, cell, H, threads):
+        self.model = RNNLM(ModelConfig(cell=cell, hidden_size=H, num_layers=LAYERS), V)
+        self.params = self.model.init_params(np.random.default_rng(0))
+        self.sharded = ShardedModel(self.model, threads)
+        rng = np.random.default_rng(1)
+        self.x, self.y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
+
+    def train_step(self):
+        _, grads, _ = self.sharded.loss_and_grads(self.params, self.x, self.y, self.model.initial_state(BATCH))
+        for name, p in self.params.items():
+            p -= LR * grads[name]
+
+    def sample(self, n):
+        generate(self.model, self.params, np.array([0]), n, 1, SamplingSettings(1.0), np.random.default_rng(0))
+
+
+class Torch:
+    def __init__(self, torch, cell, H):
+        self.torch = torch
+        kind = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+        self.rnn, self.head = kind(V, H, num_layers=LAYERS), torch.nn.Linear(H, V)
+        self.params = list(self.rnn.parameters()) + list(self.head.parameters())
+        rng = np.random.default_rng(1)
+        self.x = torch.from_numpy(rng.integers(0, V, (SEQ, BATCH)))
+        self.y = torch.from_numpy(rng.integers(0, V, (SEQ, BATCH)))
+
+    def train_step(self):
+        torch = self.torch
+        onehot = torch.nn.functional.one_hot(self.x, V).float()
+        logits = self.head(self.rnn(onehot)[0])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), self.y.reshape(-1))
+        for p in self.params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in self.params:
+                p -= LR * p.grad
+
+    def sample(self, n):
+        torch = self.torch
+        token, state = torch.zeros(1, 1, dtype=torch.long), None
+        with torch.no_grad():
+            for _ in range(n):
+                out, state = self.rnn(torch.nn.functional.one_hot(token, V).float(), state)
+                probs = torch.softmax(self.head(out[0]), dim=-1)
+                token = torch.multinomial(probs, 1).view(1, 1)
+
+
+def best_time(function, repeats):
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="rnn,lstm,gru")
+    parser.add_argument("--sizes", default="128,256,512")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sample-tokens", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=0, help="worker threads (0: one per core)")
+    args = parser.parse_args()
+    threads = resolve_threads(args.threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        torch = None
+    peak = gemm_peak(threads)
+    print(f"# charrnn bench: {platform.processor() or platform.machine()}, {threads} threads, numpy {np.__version__}"
+          + (f", torch {torch.__version__}" if torch else ", torch not installed"))
+    print(f"# float32 GEMM peak ({threads} x single-threaded 2048^3): {peak:.0f} GFLOPS; "
+          f"{LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}; best of {args.repeats}\n")
+    print("| cell | H | train tok/s | torch tok/s | ratio | % GEMM peak | sample tok/s | torch sample tok/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for cell in args.cells.split(","):
+        for H in map(int, args.sizes.split(",")):
+            ours, ref = Ours(cell, H, threads), Torch(torch, cell, H) if torch else None
+            train, train_ref, sample, sample_ref = [], [], [], []
+            for _ in range(args.repeats):  # alternate so both see the same machine load
+                train.append(BATCH * SEQ / best_time(ours.train_step, 1))
+                if ref:
+                    train_ref.append(BATCH * SEQ / best_time(ref.train_step, 1))
+            for _ in range(2):
+                sample.append(args.sample_tokens / best_time(lambda: ours.sample(args.sample_tokens), 1))
+                if ref:
+                    sample_ref.append(args.sample_tokens / best_time(lambda: ref.sample(args.sample_tokens), 1))
+            ours.sharded.close()
+            fraction = max(train) * training_flops(cell, H) / (peak * 1e9)
+            cols = [cell, H, f"{max(train):,.0f}", f"{max(train_ref):,.0f}" if ref else "-",
+                    f"{max(train) / max(train_ref):.2f}" if ref else "-", f"{100 * fraction:.0f}%",
+                    f"{max(sample):,.0f}", f"{max(sample_ref):,.0f}" if ref else "-",
+                    f"{max(sample) / max(sample_ref):.1f}" if ref else "-"]
+            print("| " + " | ".join(map(str, cols)) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
