@@ -6,6 +6,7 @@ Progress bars go to stderr (off with --quiet or when stderr is not a terminal); 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -125,8 +126,7 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
     """
     from charrnn import run as runs
     from charrnn.config import resolve
-    from charrnn.console import TrainReporter, format_duration
-    from charrnn.model import RNNLM
+    from charrnn.console import TrainReporter, summary_lines
     from charrnn.train import Trainer
 
     flags = {TRAIN_FLAGS[k]: v for k, v in flags.items()}
@@ -136,11 +136,10 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
     if source is None:
         raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare`")
     out = out or Path("runs") / default_name(source)
-    saved = None
     if resume:
         config, saved = runs.resume_config(out, config_path, assignments, flags)
     else:
-        config = resolve(config_path, assignments, flags)
+        config, saved = resolve(config_path, assignments, flags), None
         if (out / "last.npz").exists() and not force:
             raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
                             f"or --out for a new run directory")
@@ -148,48 +147,37 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
         raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
                         "set it to false (bidirectional layers are for library use)")
     with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
-        data = runs.open_source(source, out, on_bytes=bar.update)
-    if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
-        raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
-    model = RNNLM(config.model, data.vocab.size)
-    run_dir = runs.RunDirectory(out, config, data.vocab, data.directory)
-    if not resume:
-        for stale in [*out.glob("*.npz"), out / "summary.json"]:
-            stale.unlink(missing_ok=True)
-    run_dir.start(fresh=not resume)
-    state = runs.state_of(saved) if saved is not None else None
-    reporter = TrainReporter(run_dir, config.train.max_steps, state.progress.step if state else 0,
-                             config.max_seconds, quiet)
-    trainer = Trainer(config, model, data.splits["train"], data.splits["val"], report=reporter, save=run_dir.save)
-    state = state or trainer.initial_state()
-    if saved is not None and saved.meta["config"]["train"]["optimizer"] != config.train.optimizer:
-        state.optimizer = trainer.optimizer.init(state.params)  # a new optimizer starts from its own zero state
-    stop = {}
-    previous = {sig: signal.signal(sig, lambda number, frame: stop.setdefault("signal", number))
-                for sig in STOP_SIGNALS}
+        session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
+    reporter = TrainReporter(session.run_dir, config.train.max_steps, session.start_step, config.max_seconds, quiet)
+    trainer = Trainer(config, session.model, session.data.splits["train"], session.data.splits["val"],
+                      report=reporter, save=session.run_dir.save)
+    state = session.training_state(trainer)
+    with stop_on_signals() as stop:
+        try:
+            reason = trainer.run(state, should_stop=lambda: STOP_SIGNALS[stop[0]][0] if stop else None)
+        finally:
+            reporter.close()
+    session.run_dir.write_summary(reason, state.progress)
+    if reason == "non_finite":
+        raise UserError(f"the loss became non-finite at step {state.progress.step}; lower train.lr or "
+                        f"train.clip_norm. The last good checkpoints in {out} are unchanged")
+    for line in summary_lines(reason, state.progress, out):
+        click.echo(line)
+    if stop:
+        click.echo(f"resume with: charrnn train {source} --out {out} --resume", err=True)
+        sys.exit(STOP_SIGNALS[stop[0]][1])
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Record SIGINT/SIGTERM in the yielded list instead of raising, so a step can finish and be saved."""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, frame: received.append(number)) for sig in STOP_SIGNALS}
     try:
-        reason = trainer.run(state, should_stop=lambda: STOP_SIGNALS[stop["signal"]][0] if stop else None)
+        yield received
     finally:
-        reporter.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    progress = state.progress
-    summary = {"reason": reason, "steps": progress.step, "epochs": progress.epoch, "tokens": progress.tokens,
-               "seconds": round(progress.elapsed, 1), "best_val_loss": progress.best_val,
-               "best_step": progress.best_step, "last_val_loss": progress.last_val}
-    run_dir.write_summary(summary)
-    if reason == "non_finite":
-        raise UserError(f"the loss became non-finite at step {progress.step}; lower train.lr or train.clip_norm. "
-                        f"The last good checkpoints in {out} are unchanged")
-    best = f"{progress.best_val:.4f} nats/token ({progress.best_val / 0.6931471805599453:.3f} bits)" \
-        if progress.best_val is not None else "not measured"
-    click.echo(f"stopped ({reason.replace('_', ' ')}) at step {progress.step}, epoch {progress.epoch}, "
-               f"{progress.tokens:,} tokens in {format_duration(progress.elapsed)}; best val {best}")
-    click.echo(f"checkpoints: {out}/best.npz, {out}/last.npz")
-    if reason in ("interrupted", "terminated"):
-        click.echo(f"resume with: charrnn train {source} --out {out} --resume", err=True)
-        sys.exit(STOP_SIGNALS[stop["signal"]][1])
-    click.echo(f"try: charrnn sample {out} --length 500")
 
 
 @cli.command()
@@ -236,7 +224,7 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
     else:
         on_tokens = None
     tokens, mean_logprob = generate(model, params, prime_ids, length, num_samples, settings,
-                                    np.random.default_rng(seed), on_tokens)
+                                    np.random.default_rng(seed), on_tokens, score=as_json)
     texts = [shown_prime + vocab.decode(row) for row in tokens]
     if as_json:
         click.echo(json.dumps({"settings": {"temperature": temperature, "top_k": top_k, "top_p": top_p,

@@ -71,3 +71,15 @@ def format_duration(seconds: float) -> str:
     minutes, seconds = divmod(int(math.ceil(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def summary_lines(reason: str, progress, out) -> list[str]:
+    """The end-of-training summary: why it stopped, how far, the best val loss, what to do next."""
+    best = (f"{progress.best_val:.4f} nats/token ({progress.best_val / LN2:.3f} bits)"
+            if progress.best_val is not None else "not measured")
+    lines = [f"stopped ({reason.replace('_', ' ')}) at step {progress.step}, epoch {progress.epoch}, "
+             f"{progress.tokens:,} tokens in {format_duration(progress.elapsed)}; best val {best}",
+             f"checkpoints: {out}/best.npz, {out}/last.npz"]
+    if reason not in ("interrupted", "terminated"):
+        lines.append(f"try: charrnn sample {out} --length 500")
+    return lines

@@ -154,11 +154,15 @@ class Stepper:
         for layer in range(model.config.num_layers):
             w_ih, w_hh, b_ih, b_hh = layer_weights(params, layer, False)
             bias, prepared = self.cell.prepare(w_hh, b_ih, b_hh)
-            table = BagInput.padded_table(w_ih) if layer == 0 and isinstance(model.encoder, BagEncoder) else None
-            self.layers.append({"w_ih_t": np.ascontiguousarray(w_ih.T), "table": table, "bias": bias,
-                                "prepared": prepared,
+            self.layers.append({"w_ih_t": np.ascontiguousarray(w_ih.T), "bias": bias, "prepared": prepared,
                                 "xw": np.empty((1, batch, w_ih.shape[0]), model.dtype),
                                 "buf": self.cell.allocate(1, batch, H, model.dtype)})
+        first = self.layers[0]
+        self.bag_table = self.onehot_table = None
+        if isinstance(model.encoder, BagEncoder) and model.encoder.window == 1:
+            self.onehot_table = first["w_ih_t"] + first["bias"]  # a one-hot step is one row: bias folded in
+        elif isinstance(model.encoder, BagEncoder):
+            self.bag_table = BagInput.padded_table(first["w_ih_t"].T)
         self.head_t = np.ascontiguousarray(params["head.weight"].T)
         self.logits = np.empty((batch, model.vocab_size), model.dtype)
         self.state = model.initial_state(batch)
@@ -168,17 +172,21 @@ class Stepper:
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (B,) -> logits (B, V) for the next token (a buffer, overwritten by the next step)."""
-        inputs, self.state.history = self.model.encoder.encode(self.params, tokens[None], self.state.history)
-        states = self.state.layers
-        for index, layer in enumerate(self.layers):
-            xw = layer["xw"]
-            if layer["table"] is not None:
-                inputs.gather(layer["table"], out=xw)
+        first, states = self.layers[0], self.state.layers
+        if self.onehot_table is not None:
+            np.take(self.onehot_table, tokens, axis=0, out=first["xw"][0])
+        else:
+            inputs, self.state.history = self.model.encoder.encode(self.params, tokens[None], self.state.history)
+            if self.bag_table is not None:
+                inputs.gather(self.bag_table, out=first["xw"])
             else:
-                np.matmul(inputs.x[0] if index == 0 else below, layer["w_ih_t"], out=xw[0])
-            xw += layer["bias"]
-            out, final = self.cell.forward(xw, states[index], layer["prepared"], layer["buf"])
-            states[index] = final
+                np.matmul(inputs.x[0], first["w_ih_t"], out=first["xw"][0])
+            first["xw"] += first["bias"]
+        for index, layer in enumerate(self.layers):
+            if index > 0:
+                np.matmul(below, layer["w_ih_t"], out=layer["xw"][0])
+                layer["xw"] += layer["bias"]
+            out, states[index] = self.cell.forward(layer["xw"], states[index], layer["prepared"], layer["buf"])
             below = out[0]
         np.matmul(below, self.head_t, out=self.logits)
         self.logits += self.params["head.bias"]

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,43 @@ def state_of(saved: checkpoint.Checkpoint) -> TrainingState:
                          Progress(**saved.meta["progress"]))
 
 
+@dataclass
+class Session:
+    """What `charrnn train` works with: data, model, run directory and any checkpoint resumed from."""
+
+    data: Prepared
+    model: RNNLM
+    run_dir: RunDirectory
+    saved: checkpoint.Checkpoint | None
+
+    @property
+    def start_step(self) -> int:
+        return self.saved.meta["progress"]["step"] if self.saved is not None else 0
+
+    def training_state(self, trainer) -> TrainingState:
+        """The resumed state, exactly as saved, or a fresh one from the seed."""
+        if self.saved is None:
+            return trainer.initial_state()
+        state = state_of(self.saved)
+        if self.saved.meta["config"]["train"]["optimizer"] != trainer.cfg.optimizer:
+            state.optimizer = trainer.optimizer.init(state.params)  # a new optimizer starts from zero state
+        return state
+
+
+def open_session(source: str, out: Path, config: Config, saved: checkpoint.Checkpoint | None,
+                 on_bytes=None) -> Session:
+    """Open the data and the run directory; a fresh run clears the old run's checkpoints and summary."""
+    data = open_source(source, out, on_bytes)
+    if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
+        raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
+    run_dir = RunDirectory(out, config, data.vocab, data.directory)
+    if saved is None:
+        for stale in [*Path(out).glob("*.npz"), Path(out) / "summary.json"]:
+            stale.unlink(missing_ok=True)
+    run_dir.start(fresh=saved is None)
+    return Session(data, RNNLM(config.model, data.vocab.size), run_dir, saved)
+
+
 class RunDirectory:
     """Writes a run's files; `save` is the trainer's checkpoint hook."""
 
@@ -88,7 +125,10 @@ class RunDirectory:
         with open(self.path / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def write_summary(self, summary: dict):
+    def write_summary(self, reason: str, progress: Progress):
+        summary = {"reason": reason, "steps": progress.step, "epochs": progress.epoch, "tokens": progress.tokens,
+                   "seconds": round(progress.elapsed, 1), "best_val_loss": progress.best_val,
+                   "best_step": progress.best_step, "last_val_loss": progress.last_val}
         (self.path / "summary.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -37,7 +37,8 @@ def next_token_probabilities(logits: np.ndarray, settings: SamplingSettings) -> 
         probs = np.zeros_like(z)
         probs[np.arange(len(z)), z.argmax(axis=1)] = 1.0
         return probs
-    z = z / settings.temperature
+    if settings.temperature != 1:
+        z /= settings.temperature
     if settings.top_k is not None and settings.top_k < z.shape[1]:
         kth = np.partition(z, -settings.top_k, axis=1)[:, -settings.top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
@@ -69,11 +70,13 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
 
 
 def generate(model, params, prime: np.ndarray, length: int, num_samples: int, settings: SamplingSettings,
-             rng: np.random.Generator, on_tokens: Callable[[np.ndarray], None] | None = None):
+             rng: np.random.Generator, on_tokens: Callable[[np.ndarray], None] | None = None,
+             score: bool = True):
     """Feed `prime` (P >= 1 ids) to every stream, then draw `length` tokens per stream.
 
     Returns (tokens (M, length), mean log-probability in nats of each stream's tokens under the
-    model's untempered distribution (M,)). `on_tokens` gets each step's (M,) tokens as drawn.
+    model's untempered distribution (M,), or zeros unless `score`). `on_tokens` gets each step's
+    (M,) tokens as drawn.
     """
     stepper = model.stepper(params, num_samples)
     if len(prime) > 1:
@@ -87,7 +90,8 @@ def generate(model, params, prime: np.ndarray, length: int, num_samples: int, se
     for t in range(length):
         logits = stepper.step(current)
         current = draw(next_token_probabilities(logits, settings), rng)
-        logprob += log_softmax_rows(logits)[rows, current]
+        if score:
+            logprob += log_softmax_rows(logits)[rows, current]
         out[:, t] = current
         if on_tokens is not None:
             on_tokens(current)
