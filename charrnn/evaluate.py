@@ -43,8 +43,8 @@ class Score:
         return math.exp(self.nats_per_token) if self.tokens else float("nan")
 
 
-def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """tokens (N,) -> per chunk, (targets (T, S), their NLL in nats (T, S)) in stream order.
+def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256) -> Iterator[np.ndarray]:
+    """tokens (N,) -> per chunk, the NLL in nats of its targets (T, S), S streams side by side.
 
     Each of the S streams predicts (N - 1) // S consecutive tokens; a leftover tail is not scored.
     """
@@ -55,13 +55,13 @@ def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 
         T = min(chunk, per_stream - begin)
         window = np.asarray(tokens[starts[None, :] + begin + np.arange(T + 1)[:, None]], dtype=np.int64)
         nll, state = model.token_nll(params, window[:-1], window[1:], state)
-        yield window[1:], nll
+        yield nll
 
 
 def score(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256) -> Score:
     """The summed NLL of a token stream; see `chunk_nll`."""
     total, count = 0.0, 0
-    for targets, nll in chunk_nll(model, params, tokens, streams, chunk):
+    for nll in chunk_nll(model, params, tokens, streams, chunk):
         total += float(nll.sum(dtype=np.float64))
         count += nll.size
     return Score(total, count)

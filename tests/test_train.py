@@ -150,7 +150,8 @@ def test_tampered_truncated_and_future_checkpoints_are_refused(tmp_path):
         checkpoint.load(tmp_path / "future.npz")
 
 
-def test_sigint_saves_last_and_exits_130_and_resume_continues(corpus_file, tmp_path):
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_last_and_exits_and_resume_continues(corpus_file, tmp_path, signal_number, exit_code):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "charrnn", "train", str(corpus_file), "--out", str(out), "--max-steps",
                "1000000", *TINY]
@@ -158,9 +159,9 @@ def test_sigint_saves_last_and_exits_130_and_resume_continues(corpus_file, tmp_p
     deadline = time.time() + 30
     while not (out / "last.npz").exists() and time.time() < deadline:
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal_number)
     stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
+    assert process.returncode == exit_code, stderr
     assert "resume with: charrnn train" in stderr and "Traceback" not in stderr
     step = checkpoint.load(out / "last.npz").meta["progress"]["step"]
     assert step > 0
