@@ -85,7 +85,8 @@ def count_tokens(sources: list[Source], options: PrepareOptions, on_bytes) -> tu
         texts = read_text(source, options.encoding, options.errors, on_bytes, digest)
         if options.level == "char":
             for text in texts:
-                points += np.bincount(codepoints(text), minlength=UNICODE_SIZE)
+                chunk_counts = np.bincount(codepoints(text))
+                points[: len(chunk_counts)] += chunk_counts
         else:
             for tokens in chunked_tokens(texts, options.level):
                 counts.update(tokens)

@@ -69,9 +69,10 @@ class Vocabulary:
         object.__setattr__(self, "char_table", self._build_char_table())
 
     def _build_char_table(self) -> np.ndarray:
-        """Code point -> id lookup for char level (-1 where unknown); empty at word level."""
+        """Code point -> id lookup for char level, -1 where unknown; the last entry is always -1,
+        so clipping a larger code point onto it marks it unknown."""
         chars = [t for t in self.tokens if len(t) == 1] if self.level == "char" else []
-        table = np.full(max((ord(c) for c in chars), default=-1) + 1, -1, dtype=np.int64)
+        table = np.full(max((ord(c) for c in chars), default=-1) + 2, -1, dtype=np.int64)
         for char in chars:
             table[ord(char)] = self.index[char]
         return table
@@ -113,11 +114,7 @@ class Vocabulary:
         The token list is only built at word level, where it is needed to report unknowns.
         """
         if self.level == "char":
-            points = codepoints(text).astype(np.int64)
-            inside = points < len(self.char_table)
-            ids = np.full(len(points), -1, dtype=np.int64)
-            ids[inside] = self.char_table[points[inside]]
-            return ids, []
+            return np.take(self.char_table, codepoints(text), mode="clip"), []
         tokens = tokenize(text, self.level)
         return np.array([self.index.get(t, -1) for t in tokens], dtype=np.int64), tokens
 
