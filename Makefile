@@ -77,8 +77,11 @@ demo:
 	$(MAKE) eval sample CORPUS=shakespeare CONFIG=configs/tiny.yaml RUN=runs/demo \
 		TRAIN_FLAGS="--max-steps $(DEMO_STEPS) $(TRAIN_FLAGS)" PRIME="ROMEO:"
 
+SHAKESPEARE_TEXT := $(if $(filter command line environment,$(origin CORPUS)),$(CORPUS),$(SHARED_CORPUS))
+
 shakespeare: $(VENV)/.installed-plot
-	$(MAKE) eval sample CORPUS=$(SHARED_CORPUS) NAME=tinyshakespeare CONFIG=configs/shakespeare.yaml \
+	@test -f $(SHAKESPEARE_TEXT) || { echo "no corpus at $(SHAKESPEARE_TEXT); give CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
+	$(MAKE) eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=configs/shakespeare.yaml \
 		RUN=runs/shakespeare PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
 	$(BIN)/charrnn plot runs/shakespeare -o runs/shakespeare/curve.png
 
