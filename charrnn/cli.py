@@ -237,8 +237,8 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
         click.echo("\n\n".join(texts))
 
 
-def encode_prime(prime: str, vocab) -> tuple["np.ndarray", str]:
-    """The prime's ids and the text shown for it. Without a prime, generation starts after a newline
+def encode_prime(prime: str, vocab) -> tuple:
+    """The prime's ids (P,) and the text shown for it. Without a prime, generation starts after a newline
     (not shown) when the vocabulary has one, else after the most frequent token."""
     import numpy as np
 

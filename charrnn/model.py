@@ -182,13 +182,12 @@ class Stepper:
             else:
                 np.matmul(inputs.x[0], first["w_ih_t"], out=first["xw"][0])
             first["xw"] += first["bias"]
-        for index, layer in enumerate(self.layers):
-            if index > 0:
-                np.matmul(below, layer["w_ih_t"], out=layer["xw"][0])
-                layer["xw"] += layer["bias"]
+        out, states[0] = self.cell.forward(first["xw"], states[0], first["prepared"], first["buf"])
+        for index, layer in enumerate(self.layers[1:], start=1):
+            np.matmul(out[0], layer["w_ih_t"], out=layer["xw"][0])
+            layer["xw"] += layer["bias"]
             out, states[index] = self.cell.forward(layer["xw"], states[index], layer["prepared"], layer["buf"])
-            below = out[0]
-        np.matmul(below, self.head_t, out=self.logits)
+        np.matmul(out[0], self.head_t, out=self.logits)
         self.logits += self.params["head.bias"]
         return self.logits
 

@@ -1,7 +1,6 @@
 """`charrnn train`: determinism, exact resume, signals, crash safety, failure modes, learning."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -119,7 +119,7 @@ class LSTMCell:
 
     def backward(self, d_out, buf, w_hh):
         """d_out (T, B, H) -> (d_pre (T, B, 4H), d_pre, (d h0, d c0))."""
-        h, c, tanh_c, gates_all, tmp = buf["h"], buf["c"], buf["tanh_c"], buf["gates"], buf["tmp"]
+        c, tanh_c, gates_all, tmp = buf["c"], buf["tanh_c"], buf["gates"], buf["tmp"]
         T, B, H = d_out.shape
         d_pre = np.empty_like(gates_all)
         dh, dc = np.zeros((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
