@@ -206,7 +206,7 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
     import numpy as np
 
     from charrnn.run import load_model
-    from charrnn.sample import SamplingSettings, generate
+    from charrnn.sample import SamplingSettings, encode_prime, generate
 
     settings = SamplingSettings(temperature, top_k, top_p)
     settings.validate()
@@ -215,7 +215,9 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
     model, params, vocab, _ = load_model(run)
     if prime_file is not None:
         prime = prime_file.read_text(encoding="utf-8")
-    prime_ids, shown_prime = encode_prime(prime or "", vocab)
+    prime_ids, shown_prime, mapped = encode_prime(prime or "", vocab)
+    if mapped:
+        click.echo(f"warning: mapped to <unk>: {' '.join(map(repr, mapped))}", err=True)
     seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     stream = stream if stream is not None else (num_samples == 1 and sys.stdout.isatty() and not as_json)
     if stream and num_samples == 1 and not as_json:
@@ -235,26 +237,6 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
         click.echo()
     else:
         click.echo("\n\n".join(texts))
-
-
-def encode_prime(prime: str, vocab) -> tuple:
-    """The prime's ids (P,) and the text shown for it. Without a prime, generation starts after a newline
-    (not shown) when the vocabulary has one, else after the most frequent token."""
-    import numpy as np
-
-    if not prime:
-        start = vocab.index.get("\n", int(np.argmax(vocab.counts)))
-        return np.array([start]), "" if vocab.tokens[start] == "\n" else vocab.tokens[start]
-    ids, pieces = vocab.lookup(prime)
-    if (ids < 0).any():
-        unknown = vocab.unknown_in(prime, ids, pieces)
-        if vocab.unk_id is None:
-            listed = " ".join(repr(c) for c in sorted(set(unknown)))
-            raise UserError(f"the prime has characters the model never saw: {listed}; "
-                            f"remove them or train on text that has them")
-        click.echo(f"warning: mapped to <unk>: {' '.join(map(repr, sorted(set(unknown))))}", err=True)
-        ids[ids < 0] = vocab.unk_id
-    return ids, prime
 
 
 @cli.command(name="eval")

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from charrnn.errors import UserError
+from charrnn.vocab import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,27 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def encode_prime(prime: str, vocab: Vocabulary) -> tuple[np.ndarray, str, list[str]]:
+    """-> (the prime's ids (P,), the text shown before the continuation, unknown tokens mapped to <unk>).
+
+    Without a prime, generation starts after a newline (not shown) when the vocabulary has one,
+    else after its most frequent token. Unknown tokens map to `<unk>` where the vocabulary has it
+    (word level) and are an error naming them otherwise.
+    """
+    if not prime:
+        start = vocab.index.get("\n", int(np.argmax(vocab.counts)))
+        return np.array([start]), "" if vocab.tokens[start] == "\n" else vocab.tokens[start], []
+    ids, pieces = vocab.lookup(prime)
+    unknown = sorted(set(vocab.unknown_in(prime, ids, pieces)))
+    if unknown and vocab.unk_id is None:
+        listed = " ".join(repr(c) for c in unknown)
+        raise UserError(f"the prime has characters the model never saw: {listed}; "
+                        f"remove them or train on text that has them")
+    if unknown:
+        ids[ids < 0] = vocab.unk_id
+    return ids, prime, unknown
 
 
 def generate(model, params, prime: np.ndarray, length: int, num_samples: int, settings: SamplingSettings,

@@ -1,6 +1,7 @@
 """Sampling: the tempered, truncated distribution, seeding, priming and the command."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.model import RNNLM
-from charrnn.sample import SamplingSettings, generate, next_token_probabilities
+from charrnn.sample import SamplingSettings, encode_prime, generate, next_token_probabilities
+from charrnn.vocab import Vocabulary, tokenize
 
 LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0])
 # chi-square critical values at p = 0.001 by degrees of freedom
@@ -108,3 +110,17 @@ def test_bad_sampling_settings_are_one_line_errors(trained_run, tmp_path):
     assert "--top-p must be in (0, 1]" in run(trained_run, "--top-p", 1.5).output
     missing = run(tmp_path / "nowhere")
     assert missing.exit_code == 1 and "no such run directory or checkpoint" in missing.output
+
+
+def test_word_level_prime_maps_unknown_words_to_unk_and_says_which():
+    vocab = Vocabulary.from_counts(Counter(tokenize("the cat sat on the mat " * 3 + "dog", "word")), "word",
+                                   min_count=2)
+    ids, shown, mapped = encode_prime("the zebra sat", vocab)
+    assert mapped == ["zebra"] and shown == "the zebra sat"
+    assert vocab.decode(ids) == "the <unk> sat"
+
+
+def test_without_a_prime_generation_starts_after_an_unshown_newline():
+    vocab = Vocabulary.from_counts(Counter("ab\nab"), "char")
+    ids, shown, mapped = encode_prime("", vocab)
+    assert vocab.tokens[ids[0]] == "\n" and shown == "" and mapped == []
