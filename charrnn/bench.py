@@ -6,26 +6,24 @@ is one stream, one token at a time, with softmax sampling. When `torch` is impor
 shapes are timed in PyTorch, alternating with ours in the same run, and the ratio printed. The
 best of the repeats is reported for both, which is the least noisy statistic on a shared machine.
 
-BLAS threads: like the CLI, this sets OPENBLAS_NUM_THREADS=1 before NumPy loads, because the
-training path parallelises over batch shards in worker threads (charrnn.parallel). PyTorch keeps
-its own thread pool, set to the same number of cores.
+Threads: training runs one worker thread per core on batch shards with single-threaded BLAS
+(charrnn.parallel); sampling uses BLAS's own threads, as the CLI does. PyTorch's thread pool is
+set to the same number of cores.
 """
 
-import os
+import argparse
+import contextlib
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # noqa: E402 (before NumPy is imported)
+import numpy as np
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from charrnn.config import ModelConfig  # noqa: E402
-from charrnn.model import RNNLM  # noqa: E402
-from charrnn.parallel import ShardedModel, resolve_threads  # noqa: E402
-from charrnn.sample import SamplingSettings, generate  # noqa: E402
+from charrnn.blas import OpenBLAS
+from charrnn.config import ModelConfig
+from charrnn.model import RNNLM
+from charrnn.parallel import ShardedModel, resolve_threads
+from charrnn.sample import SamplingSettings, generate
 
 V, LAYERS, BATCH, SEQ, LR = 65, 2, 64, 128, 1e-3
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -41,7 +39,8 @@ def training_flops(cell: str, H: int) -> float:
 def gemm_peak(threads: int, n: int = 2048) -> float:
     """float32 GFLOPS of `threads` single-threaded n x n products running at once."""
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    with ThreadPoolExecutor(threads) as pool:
+    blas = OpenBLAS.find()
+    with ThreadPoolExecutor(threads) as pool, blas.limited(1) if blas else contextlib.nullcontext():
         list(pool.map(lambda _: a @ a, range(threads)))
         start = time.perf_counter()
         list(pool.map(lambda _: [a @ a for _ in range(3)], range(threads)))

@@ -7,7 +7,6 @@ Progress bars go to stderr (off with --quiet or when stderr is not a terminal); 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 from pathlib import Path
@@ -327,7 +326,4 @@ def default_name(corpus: str) -> str:
 
 
 def main():
-    # Worker threads parallelise training (charrnn.parallel); BLAS must not start threads of its
-    # own inside each. This has to happen before NumPy is first imported; a user's setting wins.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     cli(prog_name="charrnn")

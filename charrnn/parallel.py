@@ -3,9 +3,10 @@
 NumPy releases the GIL in BLAS calls and ufuncs, but one NumPy thread can only parallelise
 the BLAS part; the element-wise gate arithmetic, as heavy as the matrix products on a small
 CPU, would run on one core. Each worker therefore runs the whole forward and backward for its
-shard with single-threaded BLAS (the CLI sets OPENBLAS_NUM_THREADS=1 before NumPy loads), and
+shard with single-threaded BLAS (set for the duration of the call, see `charrnn.blas`), and
 the shard gradients are summed, weighted by their share of the tokens. Shards are fixed by the
-batch size and thread count, so results are deterministic for a given `threads` setting.
+batch size and thread count, so results are deterministic for a given `threads` setting. Where
+the BLAS thread count cannot be set, one worker is used and BLAS keeps its own threads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from charrnn.blas import OpenBLAS
 from charrnn.model import RNNLM, State
 
 
@@ -45,7 +47,8 @@ class ShardedModel:
 
     def __init__(self, model: RNNLM, threads: int):
         self.model = model
-        self.workers = resolve_threads(threads)
+        self.blas = OpenBLAS.find()
+        self.workers = resolve_threads(threads) if self.blas is not None else 1
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
 
     def close(self):
@@ -63,7 +66,9 @@ class ShardedModel:
             with np.errstate(**errors):
                 return function(rows)
 
-        return list(self.pool.map(in_worker, slices)), [(s.stop - s.start) / batch for s in slices]
+        with self.blas.limited(1):
+            results = list(self.pool.map(in_worker, slices))
+        return results, [(s.stop - s.start) / batch for s in slices]
 
     def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
         """As RNNLM.loss_and_grads (without the initial-state gradient): (loss, grads, final state)."""
