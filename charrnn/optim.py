@@ -15,6 +15,11 @@ import numpy as np
 from charrnn.config import TrainConfig
 
 
+def with_l2(grad: np.ndarray, param: np.ndarray, weight_decay: float) -> np.ndarray:
+    """grad + weight_decay * param (L2 regularisation), or grad itself when there is none."""
+    return grad + weight_decay * param if weight_decay else grad
+
+
 class SGD:
     """p -= lr * v, v = momentum * v + g (Nesterov: p -= lr * (g + momentum * v)); L2 weight decay."""
 
@@ -26,7 +31,7 @@ class SGD:
 
     def step(self, params, grads, state, lr):
         for name, p in params.items():
-            g = grads[name] + self.weight_decay * p if self.weight_decay else grads[name]
+            g = with_l2(grads[name], p, self.weight_decay)
             if self.momentum:
                 v = state[f"velocity/{name}"]
                 v *= self.momentum
@@ -46,7 +51,7 @@ class Adagrad:
 
     def step(self, params, grads, state, lr):
         for name, p in params.items():
-            g = grads[name] + self.weight_decay * p if self.weight_decay else grads[name]
+            g = with_l2(grads[name], p, self.weight_decay)
             total = state[f"sum/{name}"]
             total += g * g
             p -= lr * g / (np.sqrt(total) + self.eps)
@@ -63,7 +68,7 @@ class RMSprop:
 
     def step(self, params, grads, state, lr):
         for name, p in params.items():
-            g = grads[name] + self.weight_decay * p if self.weight_decay else grads[name]
+            g = with_l2(grads[name], p, self.weight_decay)
             avg = state[f"square_avg/{name}"]
             avg *= self.alpha
             avg += (1 - self.alpha) * g * g

@@ -80,13 +80,17 @@ def test_float32_is_the_default_and_float64_selectable():
     assert all(p.dtype == np.float64 for p in RNNLM(ModelConfig(dtype="float64"), 5).init_params(rng).values())
 
 
+def two_layer_case(cell, encoding, steps, batch):
+    """A float64 2-layer model over 7 tokens, its parameters and a (steps, batch) token array."""
+    model = RNNLM(ModelConfig(cell=cell, hidden_size=6, num_layers=2, encoding=encoding, dtype="float64"), 7)
+    rng = np.random.default_rng(1)
+    return model, model.init_params(rng), rng.integers(0, 7, (steps, batch))
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("encoding", ["onehot", "bow", "embedding"])
 def test_state_carried_over_two_chunks_equals_one_forward(cell, encoding):
-    model = RNNLM(ModelConfig(cell=cell, hidden_size=6, num_layers=2, encoding=encoding, dtype="float64"), 7)
-    rng = np.random.default_rng(1)
-    params = model.init_params(rng)
-    tokens = rng.integers(0, 7, (10, 3))
+    model, params, tokens = two_layer_case(cell, encoding, steps=10, batch=3)
     whole, _, _ = model.forward(params, tokens, model.initial_state(3))
     first, state, _ = model.forward(params, tokens[:4], model.initial_state(3))
     second, _, _ = model.forward(params, tokens[4:], state)
@@ -96,10 +100,7 @@ def test_state_carried_over_two_chunks_equals_one_forward(cell, encoding):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("encoding", ["onehot", "bow", "embedding"])
 def test_single_step_api_gives_the_sequence_logits(cell, encoding):
-    model = RNNLM(ModelConfig(cell=cell, hidden_size=6, num_layers=2, encoding=encoding, dtype="float64"), 7)
-    rng = np.random.default_rng(2)
-    params = model.init_params(rng)
-    tokens = rng.integers(0, 7, (9, 2))
+    model, params, tokens = two_layer_case(cell, encoding, steps=9, batch=2)
     expected, _, _ = model.forward(params, tokens, model.initial_state(2))
     stepper = model.stepper(params, batch=2)
     stepped = [stepper.step(t).copy() for t in tokens]

@@ -44,7 +44,8 @@ def layer_backward(cell, weights, d_out, cache):
     H = w_hh.shape[1]
     d_w_hh = d_h.reshape(T * B, G).T @ buf["h"][:-1].reshape(T * B, H)
     d_b_hh = d_h.reshape(T * B, G).sum(axis=0)
-    d_b_ih = d_x.reshape(T * B, G).sum(axis=0)
+    # rnn/lstm see one pre-activation from both sides: sum it once (a copy, as clipping scales in place)
+    d_b_ih = d_b_hh.copy() if d_x is d_h else d_x.reshape(T * B, G).sum(axis=0)
     if reverse:
         d_x = np.ascontiguousarray(d_x[::-1])
     d_w_ih = inputs.weight_grad(d_x)
