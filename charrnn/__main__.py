@@ -1,5 +1,5 @@
 """`python -m charrnn` runs the command-line interface."""
 
-from charrnn.cli import main
+from charrnn.launch import main
 
 main()

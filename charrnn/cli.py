@@ -6,25 +6,54 @@ Progress bars go to stderr (off with --quiet or when stderr is not a terminal); 
 
 from __future__ import annotations
 
-import contextlib
+import os
 import signal
 import sys
+import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
-from charrnn import __version__
-from charrnn.errors import UserError
+from charrnn import __version__, signals
+from charrnn.errors import Stopped, UserError, describe_os_error
+
+
+class Failure(click.ClickException):
+    """One line on stderr and a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(" ".join(message.split("\n")))
+        self.exit_code = exit_code
 
 
 class Group(click.Group):
-    """A click group that turns `UserError` into a one-line `click.ClickException`."""
+    """A click group whose commands end every failure with one line on stderr and a non-zero exit:
+    user mistakes, refusals of the operating system, lack of memory, stop signals, and (as an
+    internal error to report) anything else. CHARRNN_TRACEBACK=1 shows the traceback instead."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with signals.raised() if threading.current_thread() is threading.main_thread() else nullcontext():
+                return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except UserError as error:
-            raise click.ClickException(str(error)) from None
+            raise Failure(str(error)) from None
+        except Stopped as stop:
+            raise Failure(str(stop), stop.exit_code) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted", 130) from None
+        except OSError as error:
+            raise Failure(describe_os_error(error)) from None
+        except MemoryError:
+            raise Failure("out of memory; lower the sizes (hidden_size, batch_size, seq_len, --length, "
+                          "--num-samples) or free memory") from None
+        except Exception as error:
+            if os.environ.get("CHARRNN_TRACEBACK"):
+                raise
+            raise Failure(f"internal error ({type(error).__name__}: {error}); this is a bug in charrnn: "
+                          f"please report it with the output of CHARRNN_TRACEBACK=1") from None
 
 
 def progress_bar(total: int, desc: str, unit: str, quiet: bool, **kwargs):
@@ -71,14 +100,15 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
       charrnn prepare input.txt                     # -> data/input/
       charrnn prepare books/ --level word --max-vocab 20000
       charrnn prepare shakespeare                   # built-in, needs charrnn[shakespeare]
+      cat *.txt | charrnn prepare - --out data/mine # standard input
     """
     from charrnn.corpus import resolve_sources
     from charrnn.prepare import PrepareOptions, prepare as run_prepare
 
-    sources = resolve_sources(list(corpus))
-    out = out or Path("data") / default_name(corpus[0])
     options = PrepareOptions(level, val_frac, test_frac, max_vocab, min_count, encoding, errors)
     options.validate()
+    out = out or Path("data") / default_name(corpus[0])
+    sources = resolve_sources(list(corpus))
     with progress_bar(2 * sum(s.size for s in sources), "prepare", "B", quiet,
                       unit_scale=True, unit_divisor=1024) as bar:
         meta = run_prepare(sources, out, options, force=force, on_bytes=bar.update)
@@ -88,17 +118,25 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
                f"train {tokens['train']:,} / val {tokens['val']:,} / test {tokens['test']:,}")
 
 
-STOP_SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
 TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
                "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
                "max_steps": "train.max_steps", "max_time": "train.max_time"}
+HARMLESS_CHANGES = ("max_time", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def config_help() -> str:
+    from charrnn.config import packaged_configs
+
+    return (f"YAML file with model: and train: sections, or the name of a shipped config "
+            f"({', '.join(packaged_configs())}).")
 
 
 @cli.command()
 @click.argument("source", required=False)
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), help="YAML file with model: and train: sections.")
+@click.option("--config", "-c", "config_path", metavar="FILE|NAME", help=config_help())
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Run directory.  [default: runs/<name of SOURCE>]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.npz, exactly where it stopped.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.npz, exactly where it stopped "
+                                             "(SOURCE defaults to the run's own data).")
 @click.option("--force", is_flag=True, help="Start afresh in a run directory that already holds a run.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override one config key, e.g. train.lr=0.001 (repeatable).")
 @click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), help="Recurrent cell (model.cell).")
@@ -119,81 +157,129 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
     \b
     Examples:
       charrnn train input.txt                            # -> runs/input/
-      charrnn train data/input -c configs/shakespeare.yaml --max-time 30m
+      charrnn train data/input -c shakespeare --max-time 30m
       charrnn train data/input --set model.cell=gru --set train.lr=0.003
-      charrnn train data/input --resume                  # after Ctrl-C
+      charrnn train --out runs/input --resume            # after Ctrl-C
     """
     from charrnn import run as runs
     from charrnn.config import resolve
-    from charrnn.console import TrainReporter, summary_lines
-    from charrnn.train import Trainer
 
     flags = {TRAIN_FLAGS[k]: v for k, v in flags.items()}
     if print_config:
         click.echo(resolve(config_path, assignments, flags).to_yaml(), nl=False)
         return
-    if source is None:
-        raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare`")
+    if resume and force:
+        raise click.UsageError("--resume continues a run and --force replaces it; give one of them")
+    if source is None and not (resume and out):
+        raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare` "
+                               "(or --resume --out RUN)")
     out = out or Path("runs") / default_name(source)
-    if resume:
-        config, saved = runs.resume_config(out, config_path, assignments, flags)
-    else:
-        config, saved = resolve(config_path, assignments, flags), None
-        if (out / "last.npz").exists() and not force:
-            raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
-                            f"or --out for a new run directory")
-    if config.model.bidirectional:
+    config = None if resume else resolve(config_path, assignments, flags)
+    if config is not None and config.model.bidirectional:
         raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
                         "set it to false (bidirectional layers are for library use)")
-    with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
-        session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
-    reporter = TrainReporter(session.run_dir, config.train.max_steps, session.start_step, config.max_seconds, quiet)
+    with runs.claim(out) as held:
+        if resume:
+            config, saved, changes = runs.resume_config(out, config_path, assignments, flags)
+            warn_about_changes(changes, config)
+        else:
+            saved = None
+            if (out / "last.npz").exists() and not force:
+                raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
+                                f"or --out for a new run directory")
+        with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
+            session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
+        reason, state = train_session(session, config, held, quiet)
+    finish_training(reason, state, session, source, out)
+
+
+def warn_about_changes(changes: list[str], config):
+    """Warn of each resumed setting that bends the rest of the run away from the original one."""
+    for change in changes:
+        key = change.split(":")[0].split(".")[1]
+        cosine = config.train.lr_schedule == "cosine"
+        if key in HARMLESS_CHANGES or (key in ("max_steps", "max_epochs") and not cosine):
+            continue
+        why = ("the cosine schedule's horizon moves with it, so the learning rate from here on changes"
+               if key in ("max_steps", "max_epochs") else "the rest of the run differs from the original one")
+        click.echo(f"warning: resuming with {change}: {why}", err=True)
+
+
+def train_session(session, config, held, quiet):
+    """Build the trainer (its checks come first), start the run directory, train until a stop."""
+    from charrnn.console import TrainReporter, start_line
+    from charrnn.train import Trainer
+
+    reporter = TrainReporter(session.run_dir, session.start_progress, config.max_seconds, quiet)
     trainer = Trainer(config, session.model, session.data.splits["train"], session.data.splits["val"],
                       report=reporter, save=session.run_dir.save)
     state = session.training_state(trainer)
-    with stop_on_signals() as stop:
+    held.started()
+    session.run_dir.start(state.progress.step if session.saved is not None else None)
+    click.echo(start_line(session, trainer), err=True)
+    second = (f"stopped at once by a second signal; {session.run_dir.path}/last.npz is intact at the last "
+              f"step saved: resume with --resume")
+    with signals.requested(second) as stop:
         try:
-            reason = trainer.run(state, should_stop=lambda: STOP_SIGNALS[stop[0]][0] if stop else None)
+            reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
+            reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
         finally:
             reporter.close()
     session.run_dir.write_summary(reason, state.progress)
-    if reason == "non_finite":
-        raise UserError(f"the loss became non-finite at step {state.progress.step}; lower train.lr or "
-                        f"train.clip_norm. The last good checkpoints in {out} are unchanged")
+    return reason, state
+
+
+def stop_name(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else "terminated"
+
+
+def finish_training(reason: str, state, session, source, out):
+    """The summary on stdout; a failed run is one line on stderr and exit 1, a stopped one exits 130/143."""
+    from charrnn.console import failure_line, summary_lines
+
+    if reason in ("non_finite", "diverged"):
+        raise UserError(failure_line(reason, state.progress, session.run_dir))
     for line in summary_lines(reason, state.progress, out):
         click.echo(line)
-    if stop:
-        click.echo(f"resume with: charrnn train {source} --out {out} --resume", err=True)
-        sys.exit(STOP_SIGNALS[stop[0]][1])
+    if reason in ("interrupted", "terminated"):
+        resume = f"charrnn train {source} --out {out} --resume" if source else f"charrnn train --out {out} --resume"
+        click.echo(f"resume with: {resume}", err=True)
+        sys.exit(130 if reason == "interrupted" else 143)
 
 
-@contextlib.contextmanager
-def stop_on_signals():
-    """Record SIGINT/SIGTERM in the yielded list instead of raising, so a step can finish and be saved."""
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda number, frame: received.append(number)) for sig in STOP_SIGNALS}
+def read_prime(prime_file) -> str:
+    """The prime from a file or `-` (standard input): UTF-8 text, refused otherwise."""
+    raw = sys.stdin.buffer.read() if str(prime_file) == "-" else Path(prime_file).read_bytes()
     try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"--prime-file {prime_file} is not UTF-8 text (byte {error.start})") from None
+    if "\0" in text:
+        raise UserError(f"--prime-file {prime_file} holds NUL bytes, so it is not text")
+    return text
 
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--length", "-n", type=int, default=500, show_default=True, help="Tokens to generate per sample.")
+@click.option("--length", "-n", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Tokens to generate per sample.")
 @click.option("--temperature", "-t", type=float, default=1.0, show_default=True,
               help="Softmax temperature; 0 picks the most likely token every time.")
 @click.option("--top-k", type=int, default=None, help="Sample only among the K most likely tokens.")
 @click.option("--top-p", type=float, default=None, help="Sample only among the most likely tokens whose mass reaches P.")
 @click.option("--prime", default=None, help="Text fed to the model first and printed before the continuation.")
-@click.option("--prime-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Read the prime from a file.")
-@click.option("--seed", type=int, default=None, help="Random seed; the same seed and settings give the same text.")
-@click.option("--num-samples", "-m", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
+@click.option("--prime-file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True),
+              help="Read the prime from a file (UTF-8), or from standard input with -.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Random seed (0 or more); the same seed and settings give the same text.")
+@click.option("--num-samples", "-m", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples, generated as one batch.")
 @click.option("--stream/--no-stream", default=None, help="Print tokens as they are generated.  [default: on for one sample on a terminal]")
 @click.option("--json", "as_json", is_flag=True, help="Print the samples with their settings and mean log-probability as JSON.")
 def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_samples, stream, as_json):
     """Generate text from a trained model: RUN is a run directory (best.npz, else last.npz) or a checkpoint.
+
+    Several samples are printed one after another, each under a `--- sample i of M ---` line.
 
     \b
     Examples:
@@ -204,16 +290,19 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
 
     import numpy as np
 
+    from charrnn import memory
     from charrnn.run import load_model
     from charrnn.sample import SamplingSettings, encode_prime, generate
 
     settings = SamplingSettings(temperature, top_k, top_p)
     settings.validate()
-    if length < 1 or num_samples < 1:
-        raise click.BadParameter("--length and --num-samples must be at least 1")
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
     model, params, vocab, _ = load_model(run)
+    memory.require(memory.sampling_bytes(model.config, vocab.size, num_samples, length),
+                   f"sampling {num_samples:,} x {length:,} tokens", "lower --num-samples or --length")
     if prime_file is not None:
-        prime = prime_file.read_text(encoding="utf-8")
+        prime = read_prime(prime_file)
     prime_ids, shown_prime, mapped = encode_prime(prime or "", vocab)
     if mapped:
         click.echo(f"warning: mapped to <unk>: {' '.join(map(repr, mapped))}", err=True)
@@ -234,25 +323,31 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
                                            for text, lp in zip(texts, mean_logprob)]}, ensure_ascii=False))
     elif on_tokens is not None:
         click.echo()
+    elif num_samples == 1:
+        click.echo(texts[0])
     else:
-        click.echo("\n\n".join(texts))
+        for index, text in enumerate(texts, start=1):
+            click.echo(f"--- sample {index} of {num_samples} ---")
+            click.echo(text)
 
 
 @cli.command(name="eval")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.argument("texts", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
 @click.option("--split", type=click.Choice(["val", "test"]), help="Score a split of the corpus the model was trained on.")
 @click.option("--strict", is_flag=True, help="Stop on characters not in the vocabulary instead of skipping them.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Write a page showing the text coloured by surprisal.")
-@click.option("--chunk", type=int, default=512, show_default=True, help="Tokens per forward pass (memory, not result).")
+@click.option("--chunk", type=click.IntRange(1, 1 << 16), default=512, show_default=True,
+              help="Tokens per forward pass (memory, not result).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of TEXTS.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, quiet):
     """Score text with a trained model: nats and bits per token, and perplexity.
 
     Each text is one continuous stream: every token is predicted from all tokens before it.
+    TEXTS are files, folders of them, or - for standard input.
 
     \b
     Examples:
@@ -263,22 +358,24 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, qui
     import json
 
     from charrnn.evaluate import score_files, score_split
+    from charrnn.files import write_atomic
     from charrnn.run import load_model
 
     if bool(texts) == bool(split):
         raise click.UsageError("give either TEXT files to score or --split val|test")
-    if chunk < 1:
-        raise click.BadParameter("--chunk must be at least 1")
     model, params, vocab, meta = load_model(run)
     keep = html_path is not None
     if split:
-        result = score_split(model, params, meta, split, chunk, keep)
+        result = score_split(model, params, meta, split, chunk, keep, vocab)
     else:
         from charrnn.corpus import resolve_sources
 
-        sources = resolve_sources([str(t) for t in texts])
+        sources = resolve_sources(list(texts))
         with progress_bar(sum(s.size for s in sources), "eval", "B", quiet, unit_scale=True) as bar:
             result = score_files(model, params, vocab, sources, encoding, strict, chunk, keep, bar.update)
+    if result.score.tokens == 0:
+        raise UserError(f"nothing to score in {', '.join(texts)}: a score needs at least two tokens the model "
+                        f"knows ({result.unknown:,} unknown); give a longer text")
     figures = {"nats_per_token": result.score.nats_per_token, "bits_per_token": result.score.bits_per_token,
                "perplexity": result.score.perplexity, "tokens": result.score.tokens, "unknown": result.unknown,
                "unknown_handling": result.unknown_handling}
@@ -286,10 +383,10 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, qui
         from charrnn.report import surprisal_page
 
         shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in figures.items()}
-        html_path.write_text(surprisal_page([vocab.tokens[i] for i in result.ids], result.nll, shown,
-                                            f"charrnn eval: {', '.join(map(str, texts)) or split}"), encoding="utf-8")
+        write_atomic(html_path, surprisal_page(result.shown, result.nll, result.unknown_mask, shown,
+                                               f"charrnn eval: {', '.join(texts) or split}"))
     if as_json:
-        click.echo(json.dumps(figures))
+        click.echo(json.dumps(figures, allow_nan=False))
         return
     unit = "char" if vocab.level == "char" else "token"
     click.echo(f"tokens scored      {result.score.tokens:,}")
@@ -320,7 +417,9 @@ def plot(runs, output, title):
 
 
 def default_name(corpus: str) -> str:
-    """`books/plays.txt` -> `plays`; a folder or built-in corpus keeps its own name."""
+    """`books/plays.txt` -> `plays`; a folder or built-in corpus keeps its own name; `-` is `stdin`."""
+    if corpus == "-":
+        return "stdin"
     path = Path(corpus.rstrip("/"))
     return path.stem if path.suffix else path.name
 

@@ -1,14 +1,21 @@
 """The configuration tree: `model:` and `train:` dataclasses, filled and validated once.
 
-Values come from the defaults below, then a YAML file, then `--set section.key=value`, then the
-common command-line flags; `resolve` applies them in that order and `validate` rejects an unknown
-key (naming the closest valid one), a wrong type or an impossible value before any work starts.
+Values come from the defaults below, then a YAML file (a path, or the name of a config shipped
+with charrnn: `tiny`, `lstm`, ...), then `--set section.key=value`, then the common command-line
+flags; `resolve` applies them in that order and `validate` rejects an unknown key (naming the
+closest valid one), a wrong type, a non-finite number or an impossible value before any work.
+
+YAML is read strictly: UTF-8, at most `MAX_CONFIG_BYTES`, no anchors or aliases (a 259-byte
+file of nested aliases can expand to hundreds of megabytes), and `1e6` is a number, as a user
+means it, not the string YAML 1.1 makes of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
+import math
 import re
 import types
 import typing
@@ -59,7 +66,7 @@ class TrainConfig:
     decay_after: int = 10  # ... once this many epochs are done
     min_lr: float = 0.0  # cosine: the floor it decays to at max_steps
     warmup_steps: int = 0  # linear warm-up (cosine and step)
-    max_steps: int = 2000
+    max_steps: typing.Optional[int] = 2000  # None: bounded by max_epochs or max_time instead
     max_epochs: typing.Optional[int] = None
     max_time: typing.Optional[str] = None  # "90s", "10m", "1.5h"
     eval_every: int = 200
@@ -70,6 +77,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 1337
     threads: int = 0  # worker threads, each on a shard of the batch; 0: one per CPU core
+    diverge_ratio: typing.Optional[float] = 3.0  # stop when a step's loss exceeds this x ln(vocab size); None: never
 
 
 @dataclass
@@ -98,10 +106,21 @@ CHOICES = {
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.embedding_dim", "model.bow_window",
             "train.batch_size", "train.seq_len", "train.lr", "train.max_steps", "train.eval_every",
             "train.checkpoint_every", "train.log_every", "train.decay_every", "train.eps",
-            "train.max_epochs", "train.eval_tokens", "train.patience")
+            "train.max_epochs", "train.eval_tokens", "train.patience", "train.diverge_ratio")
 NON_NEGATIVE = ("train.weight_decay", "train.clip_norm", "train.min_lr", "train.warmup_steps",
                 "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed", "train.threads")
+UNIT_INTERVAL = {"model.dropout": "[0, 1)", "train.alpha": "[0, 1)", "train.momentum": "[0, 1)",
+                 "train.decay_rate": "(0, 1]"}
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_CONFIG_BYTES = 1 << 20
+SYNONYMS = {"learning_rate": "lr", "lr_decay": "decay_rate", "learning_rate_decay": "decay_rate",
+            "epochs": "max_epochs", "num_epochs": "max_epochs", "steps": "max_steps", "iterations": "max_steps",
+            "max_iters": "max_steps", "seq_length": "seq_len", "sequence_length": "seq_len", "block_size": "seq_len",
+            "batch": "batch_size", "rnn_size": "hidden_size", "hidden": "hidden_size", "n_hidden": "hidden_size",
+            "layers": "num_layers", "n_layers": "num_layers", "num_layer": "num_layers", "model": "cell",
+            "rnn_type": "cell", "type": "cell", "grad_clip": "clip_norm", "clip": "clip_norm",
+            "max_grad_norm": "clip_norm", "dropout_rate": "dropout", "activation": "nonlinearity",
+            "time": "max_time", "early_stopping": "patience", "epsilon": "eps", "beta": "betas"}
 
 
 def parse_duration(text) -> float:
@@ -121,11 +140,26 @@ def all_keys() -> list[str]:
 
 
 def closest(key: str) -> str:
+    """'; did you mean ...?' for a mistyped `section.key`: a known synonym first (learning_rate
+    -> lr), then the same name in another section, then the nearest spelling in its section."""
     keys = all_keys()
-    guess = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    bare = [k for k in keys if k.split(".")[1] == key.split(".")[-1]]
-    suggestion = (bare or guess or [None])[0]
+    section, _, name = key.rpartition(".")
+    names_in = {s: [k.split(".")[1] for k in keys if k.startswith(s + ".")] for s in ("model", "train")}
+    candidates = names_in.get(section) or [k.split(".")[1] for k in keys]
+    synonym = SYNONYMS.get(name)
+    suggestion = next((k for k in keys if synonym and k.endswith("." + synonym)), None)
+    suggestion = suggestion or next((k for k in keys if k.split(".")[1] == name), None)
+    if suggestion is None:
+        near = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        owner = section if section in names_in else None
+        suggestion = f"{owner}.{near[0]}" if near and owner else (next(k for k in keys if k.endswith("." + near[0]))
+                                                                   if near else None)
     return f"; did you mean {suggestion!r}?" if suggestion else f"; valid keys are {', '.join(keys)}"
+
+
+def closest_section(name: str) -> str:
+    near = difflib.get_close_matches(name, ["model", "train"], n=1, cutoff=0.4)
+    return f"; did you mean {near[0]!r}?" if near else "; the sections are model and train"
 
 
 def set_value(config: Config, key: str, value):
@@ -157,6 +191,8 @@ def coerce(key: str, value, hint):
     if base is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"{key} must be a finite number, not {value!r}")
         return float(value)
     if base is str and isinstance(value, str):
         return value
@@ -172,33 +208,87 @@ def apply_mapping(config: Config, mapping: dict, origin: str):
         raise UserError(f"{origin} must hold a mapping with model: and train: sections")
     for section_name, values in mapping.items():
         if section_name not in ("model", "train"):
-            raise UserError(f"unknown config section {section_name!r} in {origin}{closest(str(section_name))}")
+            raise UserError(f"unknown config section {section_name!r} in {origin}{closest_section(str(section_name))}")
         if not isinstance(values, dict):
             raise UserError(f"{section_name}: in {origin} must be a mapping of keys to values")
         for name, value in values.items():
             set_value(config, f"{section_name}.{name}", value)
 
 
-def parse_assignment(text: str) -> tuple[str, object]:
-    """'train.lr=0.01' -> ('train.lr', 0.01), the value read as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--set takes key=value, like train.lr=0.001, not {text!r}")
-    try:
-        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        return key.strip(), raw
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that reads 1e6 and 1E-3 as numbers (YAML 1.1 wants 1.0e+6)."""
 
 
-def load_yaml(path: Path) -> dict:
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str, origin: str):
+    """YAML text -> Python values; aliases are refused (they can expand without bound)."""
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"config file {path} not found") from None
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=StrictLoader)):
+            raise UserError(f"{origin} uses YAML aliases (*name); write the values out instead")
+        return yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"config file {path} is not valid YAML{where}; fix it or leave it out") from None
+        raise UserError(f"{origin} is not valid YAML{where}; fix it or leave it out") from None
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """'train.lr=0.01' -> ('train.lr', 0.01), the value read as YAML (a bare word stays a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set takes key=value, like train.lr=0.001, not {text!r}")
+    if not raw.strip():
+        return key.strip(), None
+    try:
+        return key.strip(), parse_yaml(raw, f"the value of --set {key.strip()}")
+    except UserError:
+        return key.strip(), raw
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with charrnn (`charrnn train -c NAME`)."""
+    return sorted(p.name[:-5] for p in importlib.resources.files("charrnn.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def config_file(name: Path | str) -> Path:
+    """A config path as given, else the packaged config of that name."""
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    if str(name) in packaged_configs():
+        return Path(str(importlib.resources.files("charrnn.configs") / f"{name}.yaml"))
+    raise UserError(f"config {name!r} is neither a file nor a packaged config ({', '.join(packaged_configs())})")
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a config file strictly (see the module docstring)."""
+    path = config_file(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a directory; give a YAML file") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few lines")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file") from None
+    if "\0" in text:
+        raise UserError(f"config file {path} holds NUL bytes, so it is not text; give a YAML file")
+    return parse_yaml(text, f"config file {path}") or {}
 
 
 def resolve(yaml_path: Path | None = None, assignments: typing.Iterable[str] = (),
@@ -230,10 +320,18 @@ def validate(config: Config):
     for key in NON_NEGATIVE:
         if values[key] < 0:
             raise UserError(f"{key} must not be negative, not {values[key]!r}")
-    if not 0 <= config.model.dropout < 1:
-        raise UserError(f"model.dropout must be in [0, 1), not {config.model.dropout!r}")
+    for key, interval in UNIT_INTERVAL.items():
+        low_ok = values[key] >= 0 if interval[0] == "[" else values[key] > 0
+        high_ok = values[key] < 1 if interval[-1] == ")" else values[key] <= 1
+        if not (low_ok and high_ok):
+            raise UserError(f"{key} must be in {interval}, not {values[key]!r}")
     betas = config.train.betas
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                  for b in betas):
         raise UserError(f"train.betas must be two numbers in [0, 1), not {betas!r}")
-    if not 0 <= config.train.alpha < 1:
-        raise UserError(f"train.alpha must be in [0, 1), not {config.train.alpha!r}")
+    train = config.train
+    if train.max_steps is None and train.max_epochs is None and train.max_time is None:
+        raise UserError("train.max_steps, train.max_epochs and train.max_time are all empty; set at least one "
+                        "so that training stops")
+    if train.lr_schedule == "cosine" and train.max_steps is None and train.max_epochs is None:
+        raise UserError("the cosine schedule decays over train.max_steps (or train.max_epochs); set one of them")

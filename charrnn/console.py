@@ -9,6 +9,7 @@ import math
 import sys
 
 import click
+import numpy as np
 
 from charrnn.evaluate import LN2
 
@@ -29,15 +30,20 @@ def describe(record: dict) -> str:
 class TrainReporter:
     """Receives the trainer's events; draws progress and records metrics."""
 
-    def __init__(self, run, max_steps: int, start_step: int, max_seconds: float | None, quiet: bool):
+    def __init__(self, run, start, max_seconds: float | None, quiet: bool):
+        self.run, self.max_seconds, self.quiet = run, max_seconds, quiet
+        self.start_step, self.val = start.step, start.last_val
+        self.bar = None
+        self.last_step: dict | None = None
+
+    def open(self, total_steps: int | None):
+        """Show the bar (on a terminal, unless quiet) once training begins."""
         from tqdm import tqdm
 
-        self.run, self.max_seconds = run, max_seconds
-        self.bar = None
-        if not quiet and sys.stderr.isatty():
-            self.bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                            dynamic_ncols=True)
-        self.val = None
+        if not self.quiet and sys.stderr.isatty():
+            self.bar = tqdm(total=total_steps, initial=self.start_step, desc="train", unit="step",
+                            file=sys.stderr, dynamic_ncols=True)
+            self.bar.set_postfix(self.postfix(None), refresh=True)
 
     def __call__(self, kind: str, record: dict):
         if kind in ("log", "eval"):
@@ -49,22 +55,56 @@ class TrainReporter:
         elif kind in ("log", "eval"):
             click.echo(describe(record) + ("  (best)" if record.get("improved") else ""), err=True)
 
-    def update_bar(self, kind: str, record: dict):
-        if kind == "step":
-            self.bar.update(record["step"] - self.bar.n)
+    def postfix(self, record: dict | None) -> dict:
+        postfix = {}
+        if record is not None:
             postfix = {"loss": f"{record['loss']:.3f}", "bits": f"{record['loss'] / LN2:.3f}",
                        "lr": f"{record['lr']:.1e}"}
-            if self.val is not None:
-                postfix["val"] = f"{self.val:.3f}"
-            if self.max_seconds:
-                postfix["left"] = f"{max(0.0, self.max_seconds - record['elapsed']):.0f}s"
-            self.bar.set_postfix(postfix, refresh=False)
+        if self.val is not None:
+            postfix["val"] = f"{self.val:.3f}"
+        if self.max_seconds and record is not None:
+            postfix["left"] = f"{max(0.0, self.max_seconds - record['elapsed']):.0f}s"
+        return postfix
+
+    def update_bar(self, kind: str, record: dict):
+        if kind == "step":
+            self.last_step = record
+            self.bar.update(record["step"] - self.bar.n)
+            self.bar.set_postfix(self.postfix(record), refresh=False)
         elif kind == "eval":
             self.bar.write(describe(record) + ("  (best)" if record.get("improved") else ""), file=sys.stderr)
+            self.bar.set_postfix(self.postfix(self.last_step), refresh=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def start_line(session, trainer) -> str:
+    """Where the run goes, its data, its size, and how the work is laid out."""
+    progress = session.start_progress
+    begin = f"resuming at step {progress.step:,}" if session.saved is not None else "new run"
+    data = "prepared now" if session.prepared_now else "already prepared"
+    params = sum(int(np.prod(shape)) for shape in session.model.param_shapes().values())
+    threads = trainer.sharded.workers
+    layout = f"{threads} worker thread{'s' if threads > 1 else ''}" + (
+        " x 1 BLAS thread" if threads > 1 else "")
+    cfg = trainer.cfg
+    return (f"{session.run_dir.path}: {begin}; data {session.data.directory} ({data}, "
+            f"{session.data.vocab.size} tokens in the vocabulary); {params:,} parameters; "
+            f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; {layout}")
+
+
+def failure_line(reason: str, progress, run_dir) -> str:
+    """Why a run stopped on bad numbers, and (truthfully) what the checkpoints on disk hold."""
+    saved = run_dir.saved_step
+    kept = (f"nothing was saved after step {saved:,}: the checkpoints in {run_dir.path} are from before it"
+            if saved is not None else f"no checkpoint was written this session in {run_dir.path}")
+    if reason == "diverged":
+        return (f"training diverged at step {progress.step:,} (a loss above train.diverge_ratio x ln(vocabulary "
+                f"size), far worse than guessing); lower train.lr or train.clip_norm; {kept}")
+    return (f"the loss or the parameters became non-finite at step {progress.step:,}; lower train.lr, and check "
+            f"train.eps and train.clip_norm; {kept}")
 
 
 def format_duration(seconds: float) -> str:

@@ -1,7 +1,9 @@
 """Corpus sources and their decoded text, read in bounded chunks.
 
-A source is a text file, every text file inside a directory (sorted by path), or a built-in
-corpus generated in memory. Reading decodes incrementally, so a multi-byte character split across
+A source is a text file, every text file inside a directory (sorted by path), standard input
+(`-`, read once and kept in memory, since it cannot be read twice), or a built-in corpus
+generated in memory. A FIFO, device or socket is refused by name: streaming prepare reads its
+sources twice. Reading decodes incrementally, so a multi-byte character split across
 chunks is handled, and turns the usual problems into one-line `UserError`s: a missing path, a
 binary file, bytes that are invalid in the encoding (with the file and byte offset).
 """
@@ -11,6 +13,9 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import os
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -41,26 +46,51 @@ def looks_binary(path: Path) -> bool:
         return b"\0" in handle.read(SNIFF_BYTES)
 
 
+def text_files(directory: Path) -> list[Path]:
+    """Every non-hidden text file below `directory`, sorted; an unreadable folder is an error."""
+    def fail(error: OSError):
+        raise error
+
+    found = []
+    for root, folders, files in os.walk(directory, onerror=fail):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found.extend(Path(root) / name for name in files if not name.startswith("."))
+    return sorted(p for p in found if p.is_file() and not looks_binary(p))
+
+
+def memory_source(name: str, data: bytes) -> Source:
+    return Source(name, len(data), lambda: io.BytesIO(data))
+
+
 def resolve_sources(names: list[str]) -> list[Source]:
-    """Turn command-line corpus names (files, directories, built-in names) into sources."""
+    """Turn command-line corpus names (files, directories, `-`, built-in names) into sources."""
     sources: list[Source] = []
     for name in names:
         path = Path(name)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and not looks_binary(p))
+        if name == "-":
+            sources.append(memory_source("<stdin>", sys.stdin.buffer.read()))
+        elif path.is_dir():
+            files = text_files(path)
             if not files:
                 raise UserError(f"{name}: directory holds no text files; point at a text file or a folder of them")
             sources.extend(file_source(p) for p in files)
         elif path.is_file():
             sources.append(file_source(path))
+        elif path.exists() or path.is_symlink():
+            kind = "a broken link" if not path.exists() else describe_special(path)
+            raise UserError(f"{name} is {kind}, not a regular file; give a text file or a folder of them")
         elif name in builtin.CORPORA:
-            text = builtin.load(name).encode("utf-8")
-            sources.append(Source(f"builtin:{name}", len(text), lambda text=text: io.BytesIO(text)))
+            sources.append(memory_source(f"builtin:{name}", builtin.load(name).encode("utf-8")))
         else:
             known = ", ".join(builtin.CORPORA)
             raise UserError(f"{name}: no such file or directory (built-in corpora: {known})")
     return sources
+
+
+def describe_special(path: Path) -> str:
+    mode = path.stat().st_mode
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
 def read_text(source: Source, encoding: str, errors: str, on_bytes: Callable[[int], None] | None = None,

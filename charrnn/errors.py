@@ -1,9 +1,50 @@
-"""The one exception type for mistakes a user can make and fix.
+"""The exceptions that end a command with one line on stderr, never a traceback.
 
-The library raises `UserError` with a single line that says what is wrong and what to do;
-the CLI turns it into a message on stderr and a non-zero exit, never a traceback.
+`UserError` is a mistake the user can fix, said in one line with what to do. `Stopped` is a
+SIGINT or SIGTERM turned into an exception, so that `finally` blocks and atomic writes clean up
+on the way out. `describe_os_error` turns what the operating system refused (a missing
+permission, a full disk) into the same kind of line.
 """
+
+from __future__ import annotations
+
+import errno
+import signal
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+HINTS = {errno.ENOSPC: "the disk is full; free some space and try again",
+         errno.EDQUOT: "the disk quota is used up; free some space and try again",
+         errno.EFBIG: "the file is larger than this system allows",
+         errno.EACCES: "check the permissions",
+         errno.EPERM: "check the permissions",
+         errno.EROFS: "the file system is read-only; choose another location",
+         errno.ENOTDIR: "a part of the path is a file, not a directory",
+         errno.EISDIR: "give a file, not a directory"}
 
 
 class UserError(Exception):
     """A problem with the user's input, files or settings, explained in one line."""
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGINT, SIGTERM) received while a command ran."""
+
+    def __init__(self, signum: int, message: str | None = None):
+        self.signum = signum
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        super().__init__(message or name)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signum, 128 + int(self.signum))
+
+
+def describe_os_error(error: OSError) -> str:
+    """OSError -> 'path: reason; what to do' in one line."""
+    where = error.filename if error.filename is not None else ""
+    if error.filename2 is not None:
+        where = f"{where} -> {error.filename2}"
+    reason = error.strerror or type(error).__name__
+    hint = HINTS.get(error.errno)
+    text = f"{where}: {reason}" if where else reason
+    return f"{text} ({hint})" if hint else text

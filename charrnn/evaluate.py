@@ -102,48 +102,63 @@ class StreamScorer:
 
 @dataclass
 class TextScore:
-    """What `charrnn eval` reports; `ids` and `nll` are kept only when a page will show them."""
+    """What `charrnn eval` reports. For a page (`keep`), every token of the text as shown, with
+    the NLL of its prediction (NaN where there is none: the first token, unknown tokens skipped)
+    and whether the vocabulary lacks it."""
 
     score: Score
     unknown: int
     unknown_handling: str
-    ids: np.ndarray
+    shown: list[str]
     nll: np.ndarray
+    unknown_mask: np.ndarray
 
 
-def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, int]:
-    """text -> (ids of its tokens, count of unknown ones), unknowns mapped to <unk> if the vocabulary
-    has it, else dropped (the state is not advanced); with `strict` they are an error."""
+def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """text -> (ids fed to the model, the unknown mask over all of the text's tokens (N,), its
+    tokens at word level); unknowns map to <unk> if the vocabulary has it, else are dropped (the
+    state is not advanced); with `strict` they are an error."""
     ids, pieces = vocab.lookup(text)
     missing = ids < 0
-    count = int(missing.sum())
-    if count and strict:
+    if missing.any() and strict:
         raise UnknownTokensError(vocab.unknown_in(text, ids, pieces))
-    if count and vocab.unk_id is not None:
-        ids[missing] = vocab.unk_id
-    elif count:
+    if missing.any() and vocab.unk_id is not None:
+        ids = np.where(missing, vocab.unk_id, ids)
+    elif missing.any():
         ids = ids[~missing]
-    return ids, count
+    return ids, missing, pieces
 
 
 def score_files(model, params, vocab: Vocabulary, sources, encoding: str, strict: bool, chunk: int,
                 keep: bool, on_bytes=None) -> TextScore:
     """Score text sources as one stream, reading them in bounded chunks."""
     scorer = StreamScorer(model, params, chunk)
-    unknown, kept_ids, kept_nll = 0, [], []
+    unknown, shown, nll_parts, masks = 0, [], [], []
     for source in sources:
         for text in word_aware(read_text(source, encoding, "strict", on_bytes), vocab.level):
-            ids, missing = known_ids(text, vocab, strict)
-            unknown += missing
+            first = scorer.previous is None
+            ids, missing, pieces = known_ids(text, vocab, strict)
+            unknown += int(missing.sum())
             nll = scorer.feed(ids)
             if keep:
-                kept_ids.append(ids)
-                kept_nll.append(nll)
+                shown.extend(pieces or list(text))
+                masks.append(missing)
+                nll_parts.append(spread(nll, missing, vocab.unk_id is not None, first))
     handling = "error" if strict else ("mapped to <unk>" if vocab.unk_id is not None else "skipped")
-    return TextScore(scorer.score, unknown, handling, concat(kept_ids, np.int64), concat(kept_nll, np.float64))
+    return TextScore(scorer.score, unknown, handling, shown, concat(nll_parts, np.float64), concat(masks, bool))
 
 
-def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool) -> TextScore:
+def spread(nll: np.ndarray, missing: np.ndarray, mapped: bool, first: bool) -> np.ndarray:
+    """The NLLs of the tokens fed, placed over all the text's tokens (N,): NaN where a skipped
+    unknown was not fed, and for the very first token, which nothing predicts."""
+    fed = np.ones_like(missing) if mapped else ~missing
+    out = np.full(len(missing), np.nan)
+    positions = np.flatnonzero(fed)
+    out[positions[1:] if first else positions] = nll
+    return out
+
+
+def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool, vocab: Vocabulary) -> TextScore:
     """Score the val or test split of the corpus the model was trained on, as one stream."""
     prepared = Prepared.open(Path(meta["data"]))
     tokens = prepared.splits[split]
@@ -151,8 +166,10 @@ def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool) -
         raise UserError(f"the {split} split of {prepared.directory} is empty; score a text file instead")
     scorer = StreamScorer(model, params, chunk)
     kept = [scorer.feed(tokens[i: i + (1 << 20)]) for i in range(0, len(tokens), 1 << 20)]
-    return TextScore(scorer.score, 0, "none", np.asarray(tokens) if keep else np.zeros(0, np.int64),
-                     concat(kept, np.float64) if keep else np.zeros(0))
+    if not keep:
+        return TextScore(scorer.score, 0, "none", [], np.zeros(0), np.zeros(0, bool))
+    shown = [vocab.tokens[i] for i in np.asarray(tokens)]
+    return TextScore(scorer.score, 0, "none", shown, np.concatenate([[np.nan], *kept]), np.zeros(len(shown), bool))
 
 
 def word_aware(texts, level: str):

@@ -1,8 +1,9 @@
 """Optimizers, global-norm clipping and learning-rate schedules.
 
 An optimizer is a small object holding its hyper-parameters; its state is a plain dict of arrays
-(`init(params)`), updated in place by `step(params, grads, state, lr)`, so exact resume is just
-saving that dict. Adam and AdamW share one implementation. Schedules are pure functions of the
+(`init(params)`: one array per parameter and slot, `<slot>/<name>`, plus Adam's step count `t`),
+updated in place by `step(params, grads, state, lr)`, so exact resume is just saving that dict;
+`state_layout` says what that dict holds without allocating it (the checkpoint loader checks it). Adam and AdamW share one implementation. Schedules are pure functions of the
 step and epoch, so a resumed run follows the same curve.
 """
 
@@ -15,19 +16,35 @@ import numpy as np
 from charrnn.config import TrainConfig
 
 
+class Optimizer:
+    """The state every optimizer keeps: `slots` arrays shaped like each parameter, plus `scalars`."""
+
+    slots: tuple[str, ...] = ()
+    scalars: dict[str, np.dtype] = {}
+
+    def init(self, params):
+        state = {name: np.zeros((), dtype) for name, dtype in self.scalars.items()}
+        state.update({f"{slot}/{k}": np.zeros_like(v) for slot in self.slots for k, v in params.items()})
+        return state
+
+    def state_layout(self, param_layout: dict[str, tuple[tuple[int, ...], np.dtype]]):
+        """{param name: (shape, dtype)} -> {state key: (shape, dtype)}, as `init` would make it."""
+        layout = {name: ((), np.dtype(dtype)) for name, dtype in self.scalars.items()}
+        layout.update({f"{slot}/{k}": v for slot in self.slots for k, v in param_layout.items()})
+        return layout
+
+
 def with_l2(grad: np.ndarray, param: np.ndarray, weight_decay: float) -> np.ndarray:
     """grad + weight_decay * param (L2 regularisation), or grad itself when there is none."""
     return grad + weight_decay * param if weight_decay else grad
 
 
-class SGD:
+class SGD(Optimizer):
     """p -= lr * v, v = momentum * v + g (Nesterov: p -= lr * (g + momentum * v)); L2 weight decay."""
 
     def __init__(self, cfg: TrainConfig):
         self.momentum, self.nesterov, self.weight_decay = cfg.momentum, cfg.nesterov, cfg.weight_decay
-
-    def init(self, params):
-        return {f"velocity/{k}": np.zeros_like(v) for k, v in params.items()} if self.momentum else {}
+        self.slots = ("velocity",) if self.momentum else ()
 
     def step(self, params, grads, state, lr):
         for name, p in params.items():
@@ -40,14 +57,13 @@ class SGD:
             p -= lr * g
 
 
-class Adagrad:
+class Adagrad(Optimizer):
     """sum += g^2;  p -= lr * g / (sqrt(sum) + eps)."""
+
+    slots = ("sum",)
 
     def __init__(self, cfg: TrainConfig):
         self.eps, self.weight_decay = cfg.eps, cfg.weight_decay
-
-    def init(self, params):
-        return {f"sum/{k}": np.zeros_like(v) for k, v in params.items()}
 
     def step(self, params, grads, state, lr):
         for name, p in params.items():
@@ -57,14 +73,13 @@ class Adagrad:
             p -= lr * g / (np.sqrt(total) + self.eps)
 
 
-class RMSprop:
+class RMSprop(Optimizer):
     """avg = alpha * avg + (1 - alpha) g^2;  p -= lr * g / (sqrt(avg) + eps)."""
+
+    slots = ("square_avg",)
 
     def __init__(self, cfg: TrainConfig):
         self.alpha, self.eps, self.weight_decay = cfg.alpha, cfg.eps, cfg.weight_decay
-
-    def init(self, params):
-        return {f"square_avg/{k}": np.zeros_like(v) for k, v in params.items()}
 
     def step(self, params, grads, state, lr):
         for name, p in params.items():
@@ -75,18 +90,15 @@ class RMSprop:
             p -= lr * g / (np.sqrt(avg) + self.eps)
 
 
-class Adam:
+class Adam(Optimizer):
     """Adam with bias correction; `decoupled` weight decay makes it AdamW (p -= lr * wd * p)."""
+
+    slots = ("m", "v")
+    scalars = {"t": np.dtype(np.int64)}
 
     def __init__(self, cfg: TrainConfig, decoupled: bool):
         (self.beta1, self.beta2), self.eps = cfg.betas, cfg.eps
         self.weight_decay, self.decoupled = cfg.weight_decay, decoupled
-
-    def init(self, params):
-        state = {"t": np.zeros((), np.int64)}
-        for k, v in params.items():
-            state[f"m/{k}"], state[f"v/{k}"] = np.zeros_like(v), np.zeros_like(v)
-        return state
 
     def step(self, params, grads, state, lr):
         state["t"] += 1
@@ -111,6 +123,11 @@ def make_optimizer(cfg: TrainConfig):
             "adam": lambda: Adam(cfg, decoupled=False), "adamw": lambda: Adam(cfg, decoupled=True)}[cfg.optimizer]()
 
 
+def all_finite(arrays) -> bool:
+    """True when no floating array among `arrays` holds NaN or infinity."""
+    return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
+
+
 def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their joint L2 norm is at most max_norm (0: no clipping).
     Returns the norm before clipping."""
@@ -121,8 +138,9 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     return norm
 
 
-def learning_rate(cfg: TrainConfig, step: int, epoch: int) -> float:
-    """The lr for optimizer step `step` (0-based) in epoch `epoch` (0-based)."""
+def learning_rate(cfg: TrainConfig, step: int, epoch: int, horizon: int) -> float:
+    """The lr for optimizer step `step` (0-based) in epoch `epoch` (0-based); the cosine schedule
+    reaches min_lr at step `horizon` (max_steps, else max_epochs x steps per epoch)."""
     warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_schedule == "step":
         decays = (epoch - cfg.decay_after) // cfg.decay_every + 1 if epoch >= cfg.decay_after else 0
@@ -130,6 +148,6 @@ def learning_rate(cfg: TrainConfig, step: int, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":
         if step < cfg.warmup_steps:
             return cfg.lr * warmup
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * warmup

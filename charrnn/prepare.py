@@ -4,7 +4,9 @@ Two passes over the sources in bounded chunks: the first counts tokens and hashe
 second encodes and appends ids to the split files. Splits are contiguous (train, then val, then
 test), so the last fraction of the corpus is held out as in nanoGPT. Everything is written into a
 temporary directory beside the output and renamed into place at the end, so a failure never leaves
-a half-written preparation.
+a half-written preparation. One process at a time prepares into a directory (`charrnn.lock`):
+the check for a different preparation already there, and the sweep of staging directories that
+killed runs left (`.<name>.staging-*`, `.<name>.old-*`), are made under that lock.
 
 Char-level counting and encoding work on code-point arrays (`np.bincount`, a lookup table), never
 a Python loop over characters; word level tokenizes each chunk with one regex, carrying the last
@@ -15,9 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import secrets
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 
 from charrnn.corpus import Source, read_text
 from charrnn.errors import UserError
+from charrnn.files import write_atomic
+from charrnn.lock import DirectoryLock
 from charrnn.vocab import Vocabulary, codepoints, tokenize
 
 FORMAT_VERSION = 1
@@ -142,10 +145,19 @@ def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bo
             on_bytes: Callable[[int], None] | None = None) -> dict:
     """Prepare `sources` into `out`; returns the meta dict (with `"unchanged": True` if it was already there).
 
-    Raises `UserError` for an empty corpus, a split that would be empty, or an `out` that holds a
-    different preparation (unless `force`).
+    Raises `UserError` for an empty corpus, a split that would be empty, an `out` that is not a
+    directory, or one that holds a different preparation (unless `force`).
     """
     options.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the prepared corpus")
+    with DirectoryLock(out, "--out"):
+        sweep_staging(out)
+        return prepare_locked(sources, out, options, force, on_bytes)
+
+
+def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_bytes) -> dict:
     counts, described = count_tokens(sources, options, on_bytes)
     total = sum(counts.values())
     if total == 0:
@@ -163,13 +175,12 @@ def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bo
     vocab = Vocabulary.from_counts(counts, options.level, options.max_vocab, options.min_count)
     meta = {"format_version": FORMAT_VERSION, "options": asdict(options), "sources": described,
             "tokens": sizes, "vocab_size": vocab.size, "dtype": vocab.dtype.str}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
+    staging = out.with_name(f".{out.name}.staging-{secrets.token_hex(4)}")
+    staging.mkdir()
     try:
         write_splits(encode_stream(sources, vocab, options, on_bytes), sizes, vocab.dtype, staging)
-        (staging / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
-        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_atomic(staging / "vocab.json", vocab.to_json())
+        write_atomic(staging / "meta.json", json.dumps(meta, indent=1))
         replace_directory(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -177,10 +188,17 @@ def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bo
     return meta
 
 
+def sweep_staging(out: Path):
+    """Remove staging and replaced directories that a killed `prepare` left beside `out`."""
+    for pattern in (f".{out.name}.staging-*", f".{out.name}.old-*"):
+        for leftover in out.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def replace_directory(new: Path, target: Path):
     """Move `new` to `target`, replacing what was there with as short a gap as renames allow."""
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
         target.rename(old)
         new.rename(target)
         shutil.rmtree(old)

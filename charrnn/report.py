@@ -1,7 +1,9 @@
 """A self-contained HTML page showing a text with each token coloured by its surprisal, -log2 p.
 
-It answers "what did the model find hard?": white is predictable, deep red is a surprise. The
-first token, which nothing predicts, is grey. Hovering a token shows its surprisal in bits.
+It answers "what did the model find hard?": white is predictable, deep red is a surprise (in
+white letters, so it stays readable). The first token, which nothing predicts, is grey; tokens
+the vocabulary lacks are shown struck through on grey, never dropped. Hovering a token shows
+its surprisal in bits.
 """
 
 from __future__ import annotations
@@ -23,14 +25,24 @@ def colour(bits: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def surprisal_page(tokens: list[str], nats: np.ndarray, summary: dict, title: str) -> str:
-    """tokens (N,), nats (N - 1,) NLL of tokens[1:] -> the HTML page."""
-    bits = np.asarray(nats) / np.log(2)
-    spans = [f'<span class="first" title="no prediction">{html.escape(tokens[0])}</span>'] if tokens else []
-    spans += [f'<span style="background:{colour(b)}" title="{b:.2f} bits">{html.escape(t)}</span>'
-              for t, b in zip(tokens[1:], bits)]
-    legend = "".join(f'<span class="swatch" style="background:{colour(v)}">{v:g}</span>'
-                     for v in np.linspace(0, SCALE_BITS, 6))
+def span(token: str, bits: float, unknown: bool) -> str:
+    text = html.escape(token)
+    if unknown:
+        scored = "" if np.isnan(bits) else f", scored as &lt;unk&gt;: {bits:.2f} bits"
+        return f'<span class="unknown" title="not in the vocabulary{scored}">{text}</span>'
+    if np.isnan(bits):
+        return f'<span class="first" title="no prediction">{text}</span>'
+    ink = ' color:#fff;' if bits / SCALE_BITS > 0.6 else ""
+    return f'<span style="background:{colour(bits)};{ink}" title="{bits:.2f} bits">{text}</span>'
+
+
+def surprisal_page(tokens: list[str], nats: np.ndarray, unknown: np.ndarray, summary: dict, title: str) -> str:
+    """tokens (N,) as text, nats (N,) NLL of each token's prediction (NaN: none), unknown (N,) bool
+    -> the HTML page."""
+    bits = np.asarray(nats, dtype=np.float64) / np.log(2)
+    spans = "".join(span(t, b, u) for t, b, u in zip(tokens, bits, unknown))
+    legend = "".join(f'<span class="swatch" style="background:{colour(v)};{" color:#fff;" if v / SCALE_BITS > 0.6 else ""}">'
+                     f'{v:g}</span>' for v in np.linspace(0, SCALE_BITS, 6))
     figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -38,12 +50,14 @@ def surprisal_page(tokens: list[str], nats: np.ndarray, summary: dict, title: st
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 .text {{ font-family: monospace; white-space: pre-wrap; line-height: 1.5; border: 1px solid #ccc; padding: 1em; }}
 .first {{ background: #ddd; }}
+.unknown {{ background: #bbb; text-decoration: line-through; outline: 1px dashed #666; }}
 .swatch {{ display: inline-block; width: 3em; text-align: center; font-family: monospace; }}
 table {{ border-collapse: collapse; margin-bottom: 1em; }} th, td {{ text-align: left; padding: 0.2em 1em 0.2em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <table>{figures}</table>
-<p>Surprisal, bits (&minus;log<sub>2</sub> p): {legend} and above</p>
-<div class="text">{"".join(spans)}</div>
+<p>Surprisal, bits (&minus;log<sub>2</sub> p): {legend} and above;
+<span class="first">&nbsp;no prediction&nbsp;</span> <span class="unknown">&nbsp;not in the vocabulary&nbsp;</span></p>
+<div class="text">{spans}</div>
 </body></html>
 """

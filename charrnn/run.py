@@ -8,35 +8,80 @@
     RUN_DIR/metrics.jsonl   one JSON object per log line
     RUN_DIR/summary.json    written at the end
     RUN_DIR/data/           the corpus prepared on the fly when SOURCE is not a prepared directory
+
+One `charrnn train` at a time writes a run directory: `claim` holds its lock (see `charrnn.lock`)
+for the whole command, sweeps what killed writers left, and, if the directory is new and the
+command fails before training starts, removes it again, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from charrnn import checkpoint
+from charrnn import checkpoint, memory
 from charrnn.config import Config, resolve
 from charrnn.corpus import resolve_sources
 from charrnn.data import Prepared
 from charrnn.errors import UserError
+from charrnn.files import sweep_temporaries, write_atomic
+from charrnn.lock import DirectoryLock
 from charrnn.model import RNNLM, State
 from charrnn.prepare import PrepareOptions, prepare
+from charrnn.schema import checkpoint_layout, config_of, progress_of, vocabulary_of
 from charrnn.train import Progress, TrainingState
 from charrnn.vocab import Vocabulary
 
+ONEHOT_LIMIT = 4096  # one-hot or bag-of-words input over more tokens than this is refused
 
-def open_source(source: str, run_dir: Path, on_bytes=None) -> Prepared:
-    """A prepared directory as it is; text files, folders and built-in corpora are prepared into
-    RUN_DIR/data (reused while the sources' sha256 is unchanged)."""
+
+def read_checkpoint(path: Path) -> checkpoint.Checkpoint:
+    """A checkpoint file, verified against the layout its own metadata implies."""
+    return checkpoint.load(path, checkpoint_layout)
+
+
+class Claim:
+    """The lock on a run directory; `started()` marks the point after which nothing is removed."""
+
+    def __init__(self, path: Path):
+        self.path, self.fresh, self.keep = Path(path), not Path(path).exists(), False
+
+    def started(self):
+        self.keep = True
+
+
+@contextlib.contextmanager
+def claim(out: Path):
+    """Lock `out` for this command and sweep leftovers; a new `out` is removed if the command
+    fails before `started()`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the run")
+    with DirectoryLock(out, "--out"):
+        held = Claim(out)
+        if not held.fresh:
+            sweep_temporaries(out)
+        try:
+            yield held
+        except BaseException:
+            if held.fresh and not held.keep:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def open_source(source: str, run_dir: Path, on_bytes=None) -> tuple[Prepared, bool]:
+    """(data, prepared now?): a prepared directory as it is; text files, folders and built-in
+    corpora are prepared into RUN_DIR/data (reused while the sources' sha256 is unchanged)."""
     path = Path(source)
     if path.is_dir() and (path / "meta.json").exists():
-        return Prepared.open(path)
-    prepare(resolve_sources([source]), run_dir / "data", PrepareOptions(), force=True, on_bytes=on_bytes)
-    return Prepared.open(run_dir / "data")
+        return Prepared.open(path), False
+    meta = prepare(resolve_sources([source]), run_dir / "data", PrepareOptions(), force=True, on_bytes=on_bytes)
+    return Prepared.open(run_dir / "data"), not meta.get("unchanged")
 
 
 def checkpoint_of(state: TrainingState, config: Config, vocab: Vocabulary, data_dir: Path) -> checkpoint.Checkpoint:
@@ -55,7 +100,7 @@ def state_of(saved: checkpoint.Checkpoint) -> TrainingState:
     rng = np.random.default_rng()
     rng.bit_generator.state = saved.meta["rng"]
     return TrainingState(saved.params, saved.optimizer, State(layers, saved.hidden[-1]), rng,
-                         Progress(**saved.meta["progress"]))
+                         progress_of(saved.meta))
 
 
 @dataclass
@@ -63,13 +108,14 @@ class Session:
     """What `charrnn train` works with: data, model, run directory and any checkpoint resumed from."""
 
     data: Prepared
+    prepared_now: bool
     model: RNNLM
     run_dir: RunDirectory
     saved: checkpoint.Checkpoint | None
 
     @property
-    def start_step(self) -> int:
-        return self.saved.meta["progress"]["step"] if self.saved is not None else 0
+    def start_progress(self) -> Progress:
+        return progress_of(self.saved.meta) if self.saved is not None else Progress()
 
     def training_state(self, trainer) -> TrainingState:
         """The resumed state, exactly as saved, or a fresh one from the seed."""
@@ -81,18 +127,33 @@ class Session:
         return state
 
 
-def open_session(source: str, out: Path, config: Config, saved: checkpoint.Checkpoint | None,
+def open_session(source: str | None, out: Path, config: Config, saved: checkpoint.Checkpoint | None,
                  on_bytes=None) -> Session:
-    """Open the data and the run directory; a fresh run clears the old run's checkpoints and summary."""
-    data = open_source(source, out, on_bytes)
+    """Check everything that can be checked, then open the data and the model. Nothing in `out`
+    is changed here except RUN_DIR/data when SOURCE is prepared on the fly."""
+    if source is None:
+        source = saved.meta["data"]
+        if not (Path(source) / "meta.json").exists():
+            raise UserError(f"the run's data directory {source} is gone; give SOURCE to resume with")
+    data, prepared_now = open_source(source, out, on_bytes)
     if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
         raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
+    check_encoding(config, data.vocab)
+    train = config.train
+    memory.require(memory.training_bytes(config.model, data.vocab.size, train.batch_size, train.seq_len,
+                                         train.optimizer, train.threads or 1),
+                   "training this model", "lower model.hidden_size, model.num_layers, train.batch_size or "
+                                          "train.seq_len")
     run_dir = RunDirectory(out, config, data.vocab, data.directory)
-    if saved is None:
-        for stale in [*Path(out).glob("*.npz"), Path(out) / "summary.json"]:
-            stale.unlink(missing_ok=True)
-    run_dir.start(fresh=saved is None)
-    return Session(data, RNNLM(config.model, data.vocab.size), run_dir, saved)
+    return Session(data, prepared_now, RNNLM(config.model, data.vocab.size), run_dir, saved)
+
+
+def check_encoding(config: Config, vocab: Vocabulary):
+    """One-hot input over a large word vocabulary is slow and huge: ask for an embedding."""
+    if config.model.encoding in ("onehot", "bow") and vocab.size > ONEHOT_LIMIT:
+        raise UserError(f"model.encoding is {config.model.encoding} over {vocab.size:,} tokens, which is slow and "
+                        f"memory-hungry; use --set model.encoding=embedding (a learned table of "
+                        f"model.embedding_dim per token)")
 
 
 class RunDirectory:
@@ -100,13 +161,36 @@ class RunDirectory:
 
     def __init__(self, path: Path, config: Config, vocab: Vocabulary, data_dir: Path):
         self.path, self.config, self.vocab, self.data_dir = Path(path), config, vocab, data_dir
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk
 
-    def start(self, fresh: bool):
+    def start(self, resumed_step: int | None):
+        """A fresh run (None) clears the old run's checkpoints and metrics; a resumed one drops
+        the metrics of steps after the checkpoint, which it is about to replay."""
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(self.config.to_yaml())
-        (self.path / "vocab.json").write_text(self.vocab.to_json(), encoding="utf-8")
-        if fresh:
-            (self.path / "metrics.jsonl").write_text("")
+        self.saved_step = resumed_step
+        if resumed_step is None:
+            for stale in [*self.path.glob("*.npz"), self.path / "summary.json"]:
+                stale.unlink(missing_ok=True)
+            write_atomic(self.path / "metrics.jsonl", "")
+        else:
+            kept = [line for line in self.metrics_lines() if json.loads(line).get("step", 0) <= resumed_step]
+            write_atomic(self.path / "metrics.jsonl", "".join(line + "\n" for line in kept))
+        write_atomic(self.path / "config.yaml", self.config.to_yaml())
+        write_atomic(self.path / "vocab.json", self.vocab.to_json())
+
+    def metrics_lines(self) -> list[str]:
+        try:
+            lines = (self.path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        valid = []
+        for line in lines:  # a line cut short by a kill is dropped
+            try:
+                json.loads(line)
+            except ValueError:
+                continue
+            valid.append(line)
+        return valid
 
     def save(self, state: TrainingState, names: tuple[str, ...]):
         saved = checkpoint_of(state, self.config, self.vocab, self.data_dir)
@@ -114,6 +198,7 @@ class RunDirectory:
             if name.startswith("step-") and not self.config.train.keep_checkpoints:
                 continue
             checkpoint.save(self.path / f"{name}.npz", saved)
+        self.saved_step = state.progress.step
         self.prune_periodic()
 
     def prune_periodic(self):
@@ -122,23 +207,27 @@ class RunDirectory:
             old.unlink()
 
     def append_metrics(self, record: dict):
-        with open(self.path / "metrics.jsonl", "a") as handle:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def write_summary(self, reason: str, progress: Progress):
         summary = {"reason": reason, "steps": progress.step, "epochs": progress.epoch, "tokens": progress.tokens,
                    "seconds": round(progress.elapsed, 1), "best_val_loss": progress.best_val,
                    "best_step": progress.best_step, "last_val_loss": progress.last_val}
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_atomic(self.path / "summary.json", json.dumps(summary, indent=1))
 
 
-def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config, checkpoint.Checkpoint]:
-    """The checkpoint's config with new train settings applied; the model may not change."""
-    saved = checkpoint.load(run_dir / "last.npz")
+def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config, checkpoint.Checkpoint, list[str]]:
+    """The checkpoint's config with new train settings applied; the model may not change.
+    Also returns what changed, as 'key: old -> new' lines."""
+    saved = read_checkpoint(Path(run_dir) / "last.npz")
     config = resolve(yaml_path, assignments, flags, base=saved.meta["config"])
     if asdict(config.model) != saved.meta["config"]["model"]:
         raise UserError("model settings cannot change when resuming; start a new run with --out to change them")
-    return config, saved
+    old = config_of(saved.meta).train
+    changes = [f"train.{key}: {getattr(old, key)!r} -> {value!r}" for key, value in asdict(config.train).items()
+               if getattr(old, key) != value]
+    return config, saved, changes
 
 
 def find_checkpoint(target: Path) -> Path:
@@ -156,7 +245,7 @@ def find_checkpoint(target: Path) -> Path:
 
 def load_model(target: Path) -> tuple[RNNLM, dict[str, np.ndarray], Vocabulary, dict]:
     """(model, params, vocabulary, meta) from a run directory or checkpoint file."""
-    saved = checkpoint.load(find_checkpoint(target))
-    config = resolve(base=saved.meta["config"])
-    vocab = Vocabulary.from_json(json.dumps(saved.meta["vocab"]))
+    saved = read_checkpoint(find_checkpoint(target))
+    config = config_of(saved.meta)
+    vocab = vocabulary_of(saved.meta)
     return RNNLM(config.model, vocab.size), saved.params, vocab, saved.meta

@@ -1,12 +1,14 @@
 """Sampling: logits -> temperature -> top-k / top-p truncation -> softmax -> draw.
 
 All streams are generated as one batch through the model's single-step API. Temperature 0 (or
-top-k 1) is the argmax. Probabilities are computed in float64 from max-shifted logits, so extreme
-temperatures neither overflow nor produce NaN.
+top-k 1) is the argmax. Probabilities are computed in float64 from logits shifted by their
+maximum before the temperature divides them, so any finite temperature, however small or large,
+gives a proper distribution (a tiny one is greedy up to ties), never NaN.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,8 +25,8 @@ class SamplingSettings:
     top_p: float | None = None
 
     def validate(self):
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be 0 (greedy) or positive, not {self.temperature}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise UserError(f"--temperature must be 0 (greedy) or a finite positive number, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise UserError(f"--top-k must be at least 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -38,12 +40,13 @@ def next_token_probabilities(logits: np.ndarray, settings: SamplingSettings) -> 
         probs = np.zeros_like(z)
         probs[np.arange(len(z)), z.argmax(axis=1)] = 1.0
         return probs
+    z -= z.max(axis=1, keepdims=True)
     if settings.temperature != 1:
-        z /= settings.temperature
+        with np.errstate(over="ignore"):  # (z - max) / tiny T -> -inf for all but the maximum: fine
+            z /= settings.temperature
     if settings.top_k is not None and settings.top_k < z.shape[1]:
         kth = np.partition(z, -settings.top_k, axis=1)[:, -settings.top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
-    z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     if settings.top_p is not None and settings.top_p < 1:
@@ -83,8 +86,9 @@ def encode_prime(prime: str, vocab: Vocabulary) -> tuple[np.ndarray, str, list[s
     ids, pieces = vocab.lookup(prime)
     unknown = sorted(set(vocab.unknown_in(prime, ids, pieces)))
     if unknown and vocab.unk_id is None:
-        listed = " ".join(repr(c) for c in unknown)
-        raise UserError(f"the prime has characters the model never saw: {listed}; "
+        listed = " ".join(repr(c) for c in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        kind = "characters" if vocab.level == "char" else "words"
+        raise UserError(f"the prime has {kind} the model never saw: {listed}; "
                         f"remove them or train on text that has them")
     if unknown:
         ids[ids < 0] = vocab.unk_id

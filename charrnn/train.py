@@ -4,6 +4,19 @@ It never prints and never touches files: it reports through `report(kind, record
 `save(state, names)` to write checkpoints, both supplied by the caller. Everything that decides
 the next step (parameters, optimizer state, carried hidden state, RNG, data cursor) is in
 `TrainingState`, so a run resumed from a checkpoint continues bit for bit.
+
+What it guarantees at the edges:
+- Nothing non-finite is saved. A non-finite loss, gradient norm or validation loss, or
+  non-finite parameters or optimizer state at a save, stops the run ("non_finite") before
+  anything is written, so the checkpoints on disk are the last good ones. NaN is never "best".
+- Divergence: a step whose training loss exceeds `diverge_ratio x ln V` (that many times the
+  loss of guessing uniformly among V tokens) stops the run ("diverged"), also before saving.
+- Early stopping counts only the scheduled evaluations (every `eval_every` steps). The extra
+  evaluation when a run ends between them may write `best` but never moves the patience
+  counter, so a run stopped and resumed stops at the same step as one never stopped.
+- A stop asked from outside (`should_stop`, e.g. Ctrl-C) saves `last` at once, without that
+  extra evaluation, so nobody waits for a pass over a large validation split.
+Only `max_time` depends on the wall clock; every other stopping rule is exact across resumes.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from charrnn.config import Config
 from charrnn.data import StreamBatcher
 from charrnn.evaluate import score
 from charrnn.model import RNNLM, State
-from charrnn.optim import clip_by_global_norm, learning_rate, make_optimizer
+from charrnn.optim import all_finite, clip_by_global_norm, learning_rate, make_optimizer
 from charrnn.parallel import ShardedModel
 
 
@@ -33,10 +46,11 @@ class Progress:
     tokens: int = 0
     elapsed: float = 0.0  # seconds of training, summed over resumed sessions
     train_loss: float | None = None  # running mean since the last log line
-    best_val: float | None = None
+    best_val: float | None = None  # the val loss of best.npz (any evaluation)
     best_step: int | None = None
     last_val: float | None = None
-    evals_since_best: int = 0
+    patience_best: float | None = None  # the best of the scheduled evaluations only
+    evals_since_best: int = 0  # scheduled evaluations since patience_best improved
 
 
 @dataclass
@@ -54,11 +68,13 @@ class Trainer:
     def __init__(self, config: Config, model: RNNLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
                  report: Callable[[str, dict], None], save: Callable[[TrainingState, tuple[str, ...]], None]):
         self.config, self.cfg, self.model = config, config.train, model
-        self.sharded = ShardedModel(model, config.train.threads)
         self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len)
+        self.sharded = ShardedModel(model, config.train.threads)
         self.val_tokens = val_tokens[: self.cfg.eval_tokens] if self.cfg.eval_tokens else val_tokens
         self.optimizer = make_optimizer(self.cfg)
-        self.report, self.save = report, save
+        self.horizon = self.cfg.max_steps or self.batcher.steps_per_epoch * (self.cfg.max_epochs or 1)
+        self.loss_limit = self.cfg.diverge_ratio * math.log(model.vocab_size) if self.cfg.diverge_ratio else math.inf
+        self.report, self._save = report, save
 
     def initial_state(self) -> TrainingState:
         """Fresh parameters and optimizer state from the seed."""
@@ -66,11 +82,9 @@ class Trainer:
         params = self.model.init_params(rng)
         return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
 
-    def stop_reason(self, progress: Progress, should_stop: Callable[[], str | None]) -> str | None:
+    def stop_reason(self, progress: Progress) -> str | None:
         cfg = self.cfg
-        if (reason := should_stop()) is not None:
-            return reason
-        if progress.step >= cfg.max_steps:
+        if cfg.max_steps is not None and progress.step >= cfg.max_steps:
             return "max_steps"
         if cfg.max_epochs is not None and progress.epoch >= cfg.max_epochs:
             return "max_epochs"
@@ -81,8 +95,8 @@ class Trainer:
         return None
 
     def run(self, state: TrainingState, should_stop: Callable[[], str | None] = lambda: None) -> str:
-        """Train until a stop condition; returns why it stopped. Saves `last` at the end unless the
-        loss went non-finite, in which case the previous checkpoints are left as they were."""
+        """Train until a stop condition; returns why it stopped ("non_finite" and "diverged" leave the
+        checkpoints as they were; any other reason saves `last`)."""
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught below
                 return self._run(state, should_stop)
@@ -92,8 +106,13 @@ class Trainer:
     def _run(self, state: TrainingState, should_stop: Callable[[], str | None]) -> str:
         cfg, progress = self.cfg, state.progress
         losses: list[float] = []
+        start_step = progress.step
         clock = time.perf_counter()
-        while (reason := self.stop_reason(progress, should_stop)) is None:
+        while True:
+            if (reason := should_stop()) is not None:
+                return reason if self.save(state, ("last",)) else "non_finite"
+            if (reason := self.stop_reason(progress)) is not None:
+                break
             if progress.position == 0:
                 state.hidden = self.model.initial_state(cfg.batch_size)
             x, y = self.batcher.batch(progress.position)
@@ -103,7 +122,10 @@ class Trainer:
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 self.report("non_finite", {"step": progress.step, "loss": loss})
                 return "non_finite"
-            lr = learning_rate(cfg, progress.step, progress.epoch)
+            if loss > self.loss_limit:
+                self.report("diverged", {"step": progress.step, "loss": loss, "limit": self.loss_limit})
+                return "diverged"
+            lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon)
             self.optimizer.step(state.params, grads, state.optimizer, lr)
             state.hidden = final
             progress.step += 1
@@ -121,35 +143,49 @@ class Trainer:
                 progress.train_loss = float(np.mean(losses))
                 losses.clear()
                 self.report("log", self.record(progress, lr))
-            if progress.step % cfg.eval_every == 0:
-                self.validate(state, lr, count_patience=True)
-            if progress.step % cfg.checkpoint_every == 0:
-                self.save(state, ("last", f"step-{progress.step}"))
+            if progress.step % cfg.eval_every == 0 and not self.validate(state, lr, scheduled=True):
+                return "non_finite"
+            if progress.step % cfg.checkpoint_every == 0 and not self.save(state, ("last", f"step-{progress.step}")):
+                return "non_finite"
             clock = time.perf_counter()
-        if progress.step % cfg.eval_every != 0 and progress.step > 0:
+        if progress.step % cfg.eval_every != 0 and progress.step > start_step:
             if losses:
                 progress.train_loss = float(np.mean(losses))
-            self.validate(state, learning_rate(cfg, max(0, progress.step - 1), progress.epoch), count_patience=False)
-        self.save(state, ("last",))
-        return reason
+            lr = learning_rate(cfg, progress.step - 1, progress.epoch, self.horizon)
+            if not self.validate(state, lr, scheduled=False):
+                return "non_finite"
+        return reason if self.save(state, ("last",)) else "non_finite"
 
-    def validate(self, state: TrainingState, lr: float, count_patience: bool):
-        """Score the val split; keep `best` when it improves. The evaluation after the last step does
-        not count towards patience, so stopping and resuming does not change when early stopping fires."""
+    def save(self, state: TrainingState, names: tuple[str, ...]) -> bool:
+        """Hand the state to the caller's `save`, unless any parameter or optimizer value is non-finite."""
+        if not all_finite([*state.params.values(), *state.optimizer.values()]):
+            self.report("non_finite", {"step": state.progress.step, "loss": None})
+            return False
+        self._save(state, names)
+        return True
+
+    def validate(self, state: TrainingState, lr: float, scheduled: bool) -> bool:
+        """Score the val split and save `best` when it improves; False if the loss is not finite.
+        Only scheduled evaluations move the patience counter (see the module docstring)."""
         progress = state.progress
         if len(self.val_tokens) < 2:
-            self.save(state, ("best",))
-            return
+            return self.save(state, ("best",))
         streams = max(1, min(self.cfg.batch_size, (len(self.val_tokens) - 1) // self.cfg.seq_len))
-        progress.last_val = score(self.sharded, state.params, self.val_tokens, streams, chunk=256).nats_per_token
-        improved = progress.best_val is None or progress.last_val < progress.best_val
+        loss = score(self.sharded, state.params, self.val_tokens, streams, chunk=256).nats_per_token
+        if not math.isfinite(loss):
+            self.report("non_finite", {"step": progress.step, "loss": loss})
+            return False
+        progress.last_val = loss
+        if scheduled:
+            if progress.patience_best is None or loss < progress.patience_best:
+                progress.patience_best, progress.evals_since_best = loss, 0
+            else:
+                progress.evals_since_best += 1
+        improved = progress.best_val is None or loss < progress.best_val
         if improved:
-            progress.best_val, progress.best_step, progress.evals_since_best = progress.last_val, progress.step, 0
-        elif count_patience:
-            progress.evals_since_best += 1
+            progress.best_val, progress.best_step = loss, progress.step
         self.report("eval", {**self.record(progress, lr), "improved": improved})
-        if improved:
-            self.save(state, ("best",))
+        return self.save(state, ("best",)) if improved else True
 
     def record(self, progress: Progress, lr: float) -> dict:
         """One metrics line: step, epoch, tokens, losses, lr, throughput, wall time."""
@@ -157,4 +193,3 @@ class Trainer:
                 "train_loss": progress.train_loss, "val_loss": progress.last_val, "lr": lr,
                 "tokens_per_s": progress.tokens / progress.elapsed if progress.elapsed else None,
                 "wall_time": round(progress.elapsed, 3)}
-

@@ -55,12 +55,12 @@ def test_clipping_scales_to_the_global_norm():
 
 def test_step_decay_is_char_rnn_style():
     cfg = TrainConfig(lr=1.0, lr_schedule="step", decay_rate=0.5, decay_after=2, decay_every=1)
-    assert [learning_rate(cfg, 0, epoch) for epoch in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    assert [learning_rate(cfg, 0, epoch, 100) for epoch in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
 
 
 def test_cosine_warms_up_linearly_then_decays_to_min_lr():
     cfg = TrainConfig(lr=1.0, lr_schedule="cosine", warmup_steps=10, max_steps=110, min_lr=0.1)
-    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
-    assert learning_rate(cfg, 9, 0) == pytest.approx(1.0)
-    assert learning_rate(cfg, 60, 0) == pytest.approx(0.55)
-    assert learning_rate(cfg, 110, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 0, 0, 110) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 0, 110) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60, 0, 110) == pytest.approx(0.55)
+    assert learning_rate(cfg, 110, 0, 110) == pytest.approx(0.1)

@@ -99,9 +99,12 @@ class BagEncoder:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {}
 
+    def history_shape(self, batch: int) -> tuple[int, int]:
+        return (self.window - 1, batch)
+
     def initial_history(self, batch: int) -> np.ndarray:
         """(window - 1, B) ids, -1 meaning no token yet."""
-        return np.full((self.window - 1, batch), -1, dtype=np.int64)
+        return np.full(self.history_shape(batch), -1, dtype=np.int64)
 
     def encode(self, params, tokens: np.ndarray, history: np.ndarray) -> tuple[BagInput, np.ndarray]:
         """tokens (T, B), history (K-1, B) -> (BagInput (T, B, K), the new history (K-1, B))."""
@@ -124,8 +127,11 @@ class EmbeddingEncoder:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"embedding.weight": (self.vocab_size, self.input_size)}
 
+    def history_shape(self, batch: int) -> tuple[int, int]:
+        return (0, batch)
+
     def initial_history(self, batch: int) -> np.ndarray:
-        return np.zeros((0, batch), dtype=np.int64)
+        return np.zeros(self.history_shape(batch), dtype=np.int64)
 
     def encode(self, params, tokens: np.ndarray, history: np.ndarray) -> tuple[DenseInput, np.ndarray]:
         """tokens (T, B) -> (DenseInput (T, B, E), empty history)."""

@@ -1,0 +1,55 @@
+"""Stop signals as exceptions, and the gentler form `charrnn train` uses.
+
+`raised()` makes SIGINT and SIGTERM raise `Stopped` wherever the program is, so a command ends
+with one line, an exit code of 130 or 143, and its `finally` blocks run (temporary files are
+removed). `requested()` instead records the first signal, so the training step in progress can
+finish and be saved; a second signal raises `Stopped` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+from charrnn.errors import Stopped
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def install():
+    """Make stop signals raise `Stopped` for the rest of the process (the entry point calls this first)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, raise_stopped)
+
+
+@contextlib.contextmanager
+def raised():
+    """Within the block, stop signals raise `Stopped`; the previous handlers come back after it."""
+    previous = {signum: signal.signal(signum, raise_stopped) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def requested(second_message: str):
+    """Yield a list that receives the first stop signal; a second one raises `Stopped(second_message)`."""
+    received: list[int] = []
+
+    def record(signum, frame):
+        if received:
+            raise Stopped(signum, second_message)
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, record) for signum in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
