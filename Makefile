@@ -1,8 +1,11 @@
 # charrnn pipelines. `make demo` and `make test` work from a fresh clone with only Python 3.11+.
-# Targets depend on files, so `make` reruns only what changed:
-#   make prepare CORPUS=path/to/text.txt    -> data/<name>/
-#   make train   CORPUS=... CONFIG=configs/lstm.yaml   -> runs/<name>/
-#   make sample / make eval                  -> runs/<name>/sample.txt, eval.json
+#   make prepare CORPUS=path/to/text.txt             -> data/<name>/
+#   make train   CORPUS=... CONFIG=lstm              -> runs/<name>/   (CONFIG: a file or a shipped config name)
+#   make sample / make eval                          -> runs/<name>/sample.txt, eval.json
+# A target is remade when the settings it was made with change (CORPUS contents, CONFIG contents,
+# PREPARE_FLAGS, TRAIN_FLAGS, PRIME, EVAL_SPLIT), never because of a file's timestamp alone; the
+# settings are remembered under .make/. A run directory that already holds a run is never replaced
+# unless FORCE=1 is given: sample and eval use the run that is there.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,24 +13,40 @@ BIN := $(VENV)/bin
 CORPUS ?= shakespeare
 NAME ?= $(basename $(notdir $(CORPUS)))
 DATA ?= data/$(NAME)
-CONFIG ?= configs/tiny.yaml
+CONFIG ?= tiny
 RUN ?= runs/$(NAME)
 PRIME ?=
 PREPARE_FLAGS ?=
 TRAIN_FLAGS ?=
 EVAL_SPLIT ?= test
+FORCE ?=
 DEMO_STEPS ?= 1500
 SHARED_CORPUS ?= ../shared/data/tinyshakespeare.txt
 BENCH_VENV ?= .venv-bench
 BENCH_FLAGS ?=
 CORPUS_FILES := $(filter-out shakespeare,$(CORPUS))
+CONFIG_FILE = $(firstword $(wildcard $(CONFIG)) charrnn/configs/$(CONFIG).yaml)
+MEMORY := .make
+RUN_MEMORY = $(MEMORY)/$(RUN)
+DATA_MEMORY = $(MEMORY)/$(DATA)
+# the model sample and eval use: the run that is there, else one trained now
+RUN_MODEL = $(or $(wildcard $(RUN)/last.npz),$(RUN_MEMORY)/trained)
 
-.PHONY: help install test demo prepare train sample eval bench shakespeare clean
+PREPARE_SETTINGS = corpus=$(CORPUS) flags=$(PREPARE_FLAGS)
+TRAIN_SETTINGS = data=$(DATA) config=$(CONFIG) $(shell sha256sum $(CONFIG_FILE) 2>/dev/null | cut -c1-64) flags=$(TRAIN_FLAGS)
+SAMPLE_SETTINGS = prime=$(PRIME)
+EVAL_SETTINGS = split=$(EVAL_SPLIT)
+# write $$SETTINGS into the target only when it differs, so its time marks a change of settings
+REMEMBER = @mkdir -p $(@D); printf '%s\n' "$$SETTINGS" | cmp -s - $@ || printf '%s\n' "$$SETTINGS" > $@
+
+.PHONY: help install test torture demo prepare train sample eval bench shakespeare clean FORCE
+.DELETE_ON_ERROR:
 
 help:
 	@echo "make demo      install, then prepare/train/sample/eval on the built-in corpus (DEMO_STEPS=$(DEMO_STEPS))"
 	@echo "make test      install with the test extra and run the test suite"
-	@echo "make prepare|train|sample|eval CORPUS=file CONFIG=configs/x.yaml RUN=runs/x"
+	@echo "make torture   the fault suite with many more iterations (minutes)"
+	@echo "make prepare|train|sample|eval CORPUS=file CONFIG=name-or-file RUN=runs/x [FORCE=1]"
 	@echo "make shakespeare   the 30-minute quality run on $(SHARED_CORPUS)"
 	@echo "make bench     speed against PyTorch CPU (installs torch==2.13.0 in $(BENCH_VENV))"
 
@@ -51,37 +70,67 @@ install: $(VENV)/.installed-test $(VENV)/.installed-demo
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-$(DATA)/meta.json: $(CORPUS_FILES) | $(VENV)/.installed-demo
+torture: $(VENV)/.installed-test
+	CHARRNN_TORTURE=1 $(BIN)/python -m pytest tests/test_faults.py
+
+$(DATA_MEMORY)/prepare.settings: export SETTINGS = $(PREPARE_SETTINGS)
+$(DATA_MEMORY)/prepare.settings: FORCE
+	$(REMEMBER)
+
+$(DATA)/meta.json: $(CORPUS_FILES) $(DATA_MEMORY)/prepare.settings | $(VENV)/.installed-demo
 	$(BIN)/charrnn prepare $(CORPUS) --out $(DATA) --force $(PREPARE_FLAGS)
+	touch $@
+
+# what the data is, by content: a re-prepared but identical corpus does not retrain anything
+$(DATA_MEMORY)/data.id: $(DATA)/meta.json
+	@mkdir -p $(@D); cmp -s $< $@ || cp $< $@
 
 prepare: $(DATA)/meta.json
 
-$(RUN)/last.npz: $(DATA)/meta.json $(CONFIG)
-	$(BIN)/charrnn train $(DATA) --config $(CONFIG) --out $(RUN) --force $(TRAIN_FLAGS)
+$(RUN_MEMORY)/train.settings: export SETTINGS = $(TRAIN_SETTINGS)
+$(RUN_MEMORY)/train.settings: FORCE
+	$(REMEMBER)
 
-train: $(RUN)/last.npz
+$(RUN_MEMORY)/trained: $(RUN_MEMORY)/train.settings $(DATA_MEMORY)/data.id
+	@test ! -f $(RUN)/last.npz || test -n "$(FORCE)" || { echo "make: $(RUN) already holds a run made with other settings;" \
+		"give RUN=runs/another for a new run, or FORCE=1 to replace it" >&2; exit 1; }
+	$(BIN)/charrnn train $(DATA) --config $(CONFIG) --out $(RUN) $(if $(FORCE),--force) $(TRAIN_FLAGS)
+	touch $@
 
-$(RUN)/sample.txt: $(RUN)/last.npz
+train: $(RUN_MEMORY)/trained
+
+$(RUN_MEMORY)/sample.settings: export SETTINGS = $(SAMPLE_SETTINGS)
+$(RUN_MEMORY)/sample.settings: FORCE
+	$(REMEMBER)
+
+$(RUN)/sample.txt: $(RUN_MODEL) $(RUN_MEMORY)/sample.settings
 	$(BIN)/charrnn sample $(RUN) --seed 1 --length 600 --temperature 0.8 $(if $(PRIME),--prime "$(PRIME)") > $@
 
 sample: $(RUN)/sample.txt
 	@cat $<
 
-$(RUN)/eval.json: $(RUN)/last.npz
+$(RUN_MEMORY)/eval.settings: export SETTINGS = $(EVAL_SETTINGS)
+$(RUN_MEMORY)/eval.settings: FORCE
+	$(REMEMBER)
+
+$(RUN)/eval.json: $(RUN_MODEL) $(RUN_MEMORY)/eval.settings
 	$(BIN)/charrnn eval $(RUN) --split $(EVAL_SPLIT) --json > $@
 
 eval: $(RUN)/eval.json
 	@cat $<
 
+DEMO = CORPUS=shakespeare CONFIG=tiny RUN=runs/demo TRAIN_FLAGS="--max-steps $(DEMO_STEPS) $(TRAIN_FLAGS)" PRIME="ROMEO:"
+
+# the demo's run is its own: new settings retrain it (FORCE=1) and print fresh results
 demo:
-	$(MAKE) eval sample CORPUS=shakespeare CONFIG=configs/tiny.yaml RUN=runs/demo \
-		TRAIN_FLAGS="--max-steps $(DEMO_STEPS) $(TRAIN_FLAGS)" PRIME="ROMEO:"
+	$(MAKE) train $(DEMO) FORCE=1
+	$(MAKE) eval sample $(DEMO)
 
 SHAKESPEARE_TEXT := $(if $(filter command line environment,$(origin CORPUS)),$(CORPUS),$(SHARED_CORPUS))
 
 shakespeare: $(VENV)/.installed-plot
 	@test -f $(SHAKESPEARE_TEXT) || { echo "no corpus at $(SHAKESPEARE_TEXT); give CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
-	$(MAKE) eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=configs/shakespeare.yaml \
+	$(MAKE) train eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=shakespeare \
 		RUN=runs/shakespeare PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
 	$(BIN)/charrnn plot runs/shakespeare -o runs/shakespeare/curve.png
 
@@ -94,4 +143,4 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m charrnn.bench $(BENCH_FLAGS)
 
 clean:
-	rm -rf runs data/*/
+	rm -rf runs data/*/ $(MEMORY)

@@ -36,6 +36,9 @@ class Group(click.Group):
         try:
             with signals.raised() if threading.current_thread() is threading.main_thread() else nullcontext():
                 return super().invoke(ctx)
+        except click.UsageError as error:
+            command = f"{ctx.command_path} {error.ctx.command.name}" if error.ctx and error.ctx is not ctx else ctx.command_path
+            raise Failure(f"{error.format_message()} (see '{command} --help')", error.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except UserError as error:
@@ -190,7 +193,13 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
         reason, state = train_session(session, config, held, quiet)
-    finish_training(reason, state, session, source, out)
+        if reason in ("non_finite", "diverged"):
+            from charrnn.console import failure_line
+
+            if held.fresh and session.run_dir.saved_step is None:
+                held.keep = False  # a new run that saved nothing leaves nothing behind
+            raise UserError(failure_line(reason, state.progress, session.run_dir, kept=held.keep))
+    finish_training(reason, state, source, out)
 
 
 def warn_about_changes(changes: list[str], config):
@@ -233,12 +242,10 @@ def stop_name(signum: int) -> str:
     return "interrupted" if signum == signal.SIGINT else "terminated"
 
 
-def finish_training(reason: str, state, session, source, out):
-    """The summary on stdout; a failed run is one line on stderr and exit 1, a stopped one exits 130/143."""
-    from charrnn.console import failure_line, summary_lines
+def finish_training(reason: str, state, source, out):
+    """The summary on stdout; a stopped run exits 130/143 after saying how to resume."""
+    from charrnn.console import summary_lines
 
-    if reason in ("non_finite", "diverged"):
-        raise UserError(failure_line(reason, state.progress, session.run_dir))
     for line in summary_lines(reason, state.progress, out):
         click.echo(line)
     if reason in ("interrupted", "terminated"):

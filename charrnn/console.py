@@ -95,11 +95,12 @@ def start_line(session, trainer) -> str:
             f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; {layout}")
 
 
-def failure_line(reason: str, progress, run_dir) -> str:
+def failure_line(reason: str, progress, run_dir, kept: bool) -> str:
     """Why a run stopped on bad numbers, and (truthfully) what the checkpoints on disk hold."""
     saved = run_dir.saved_step
     kept = (f"nothing was saved after step {saved:,}: the checkpoints in {run_dir.path} are from before it"
-            if saved is not None else f"no checkpoint was written this session in {run_dir.path}")
+            if saved is not None else "no checkpoint had been written, so the new run directory was removed"
+            if not kept else f"no checkpoint was written in {run_dir.path}")
     if reason == "diverged":
         return (f"training diverged at step {progress.step:,} (a loss above train.diverge_ratio x ln(vocabulary "
                 f"size), far worse than guessing); lower train.lr or train.clip_norm; {kept}")

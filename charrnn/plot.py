@@ -11,12 +11,13 @@ from pathlib import Path
 
 from charrnn.errors import UserError
 from charrnn.evaluate import LN2
+from charrnn.files import atomic_writer
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
         raise UserError(f"{run_dir} has no metrics.jsonl; give a run directory written by `charrnn train`") from None
     except ValueError:
@@ -62,6 +63,13 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None):
     by_tokens.legend(fontsize="small")
     figure.suptitle(title or "charrnn: " + ", ".join(Path(r).name for r in run_dirs))
     figure.tight_layout()
+    kind = output.suffix.lstrip(".").lower() or "png"
+    if kind not in figure.canvas.get_supported_filetypes():
+        plt.close(figure)
+        raise UserError(f"{output}: matplotlib cannot write .{kind} files; use .png, .svg or .pdf")
     output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=110)
-    plt.close(figure)
+    try:
+        with atomic_writer(output) as handle:  # a full disk leaves no truncated image
+            figure.savefig(handle, format=kind, dpi=110)
+    finally:
+        plt.close(figure)
