@@ -11,6 +11,7 @@ binary file, bytes that are invalid in the encoding (with the file and byte offs
 from __future__ import annotations
 
 import codecs
+import encodings
 import hashlib
 import io
 import os
@@ -93,16 +94,22 @@ def describe_special(path: Path) -> str:
             else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
+def standard_codec(encoding: str) -> codecs.CodecInfo:
+    """The codec of a standard encoding name. Python's own registry is asked directly: a package may
+    register a search function that claims every name (one does), which would hide a typo."""
+    info = encodings.search_function(encoding.lower())
+    if info is None:
+        raise UserError(f"unknown text encoding {encoding!r}; try --encoding utf-8")
+    return info
+
+
 def read_text(source: Source, encoding: str, errors: str, on_bytes: Callable[[int], None] | None = None,
               digest: hashlib._Hash | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Yield the decoded text of a source in chunks of about `chunk_bytes` bytes.
 
     `on_bytes(n)` is told of every chunk read; `digest` is updated with the raw bytes.
     """
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors)
-    except LookupError:
-        raise UserError(f"unknown text encoding {encoding!r}; try --encoding utf-8") from None
+    decoder = standard_codec(encoding).incrementaldecoder(errors)
     offset = 0
     with source.open() as handle:
         while True:

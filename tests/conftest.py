@@ -30,3 +30,67 @@ def trained_run(tmp_path_factory):
                                       "--set", "train.eval_every=15", "--set", "train.lr=0.01"])
     assert result.exit_code == 0, result.output
     return root / "run"
+
+
+# --- helpers for the fault suite: subprocess runs, one-line failures, snapshots, real faults ---
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+TORTURE = bool(os.environ.get("CHARRNN_TORTURE"))  # `make torture`: many more iterations
+
+
+def charrnn(*args, cwd=None, prefix=(), preexec_fn=None, timeout=120, input=None, **kwargs):
+    """Run `python -m charrnn ARGS` in a subprocess -> CompletedProcess (text)."""
+    command = [*prefix, sys.executable, "-m", "charrnn", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=preexec_fn, input=input, **kwargs)
+
+
+def assert_one_line_failure(returncode, stderr, fragment="", code=None):
+    """The promise: a non-zero exit, exactly one line on stderr (after progress output), no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert returncode != 0, stderr
+    assert code is None or returncode == code, (returncode, stderr)
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1], stderr
+    assert fragment.lower() in errors[0].lower(), (fragment, errors[0])
+
+
+def snapshot(root) -> dict:
+    """Every path below `root` (hidden ones too) with its size, to check that nothing was left behind."""
+    root = Path(root)
+    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1)
+            for p in root.rglob("*") if not p.is_symlink() and not p.is_fifo()}
+
+
+def without_permission_override():
+    """A command prefix under which file permissions apply even to root (CI runs as root)."""
+    if os.geteuid() != 0:
+        return []
+    assert shutil.which("setpriv"), "setpriv (util-linux) is needed to test permission errors as root"
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+@contextlib.contextmanager
+def full_disk(directory: Path, size_kb: int):
+    """A directory on a tiny tmpfs (a real ENOSPC) where mounting is allowed, else a preexec_fn that
+    caps file size with RLIMIT_FSIZE (EFBIG, the same failure path). Yields (directory, preexec_fn)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(directory)],
+                             capture_output=True).returncode == 0 if os.geteuid() == 0 else False
+    try:
+        if mounted:
+            yield directory, None
+        else:
+            limit = size_kb * 1024
+            yield directory, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(directory)], check=False)

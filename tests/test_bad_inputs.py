@@ -1,0 +1,182 @@
+"""The bad-input matrix: for every command, each class of user mistake ends with exactly one line on
+stderr, a non-zero exit, and the working directory exactly as it was (nothing created, nothing lost).
+
+Run in-process with click's CliRunner inside a workspace of prepared bad files; the faults that need
+a real process (permissions, full disks, signals, kill -9, concurrency) are in test_faults.py.
+"""
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
+from conftest import SHAKESPEARE_LIKE, assert_one_line_failure, snapshot
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+             "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nmodel: {cell: *c}\n"
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, trained_run):
+    """A directory of bad inputs, made the working directory."""
+    (tmp_path / "corpus.txt").write_text(SHAKESPEARE_LIKE)
+    (tmp_path / "tiny.txt").write_text("ab")
+    (tmp_path / "small.txt").write_text(SHAKESPEARE_LIKE[:400])
+    (tmp_path / "binary.bin").write_bytes(b"text\0\1\2")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "one.txt").write_text("R")
+    (tmp_path / "unknown.txt").write_text("zzzz")
+    (tmp_path / "afile").write_text("not a directory")
+    (tmp_path / "textless").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "alias.yaml").write_text(ALIAS_BOMB)
+    (tmp_path / "latin1.yaml").write_bytes(b"model:\n  cell: caf\xe9\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\0\1\2\3")
+    (tmp_path / "list.yaml").write_text("- model\n- train\n")
+    (tmp_path / "broken.yaml").write_text("model: [\n")
+    (tmp_path / "huge.yaml").write_text("# " + "x" * (1 << 20) + "\n")
+    (tmp_path / "badsection.yaml").write_text("modle:\n  cell: gru\n")
+    (tmp_path / "words.txt").write_text(" ".join(f"w{i}" for i in range(5000)) * 2)
+    prepared = CliRunner().invoke(cli, ["prepare", str(tmp_path / "words.txt"), "--level", "word",
+                                        "--out", str(tmp_path / "words"), "--quiet"])
+    assert prepared.exit_code == 0, prepared.output
+    (tmp_path / "noise.npz").write_bytes(b"PK\x03\x04" + os.urandom(200))
+    (tmp_path / "nometrics").mkdir()
+    (tmp_path / "badmetrics").mkdir()
+    (tmp_path / "badmetrics" / "metrics.jsonl").write_bytes(b"\xff\xfe{not json\n")
+    (tmp_path / "run").symlink_to(trained_run, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+TRAIN = ["train", "corpus.txt", "--out", "r", "--quiet", "--hidden-size", "8", "--max-steps", "2"]
+CASES = {
+    # prepare
+    "prepare missing file": (["prepare", "missing.txt"], "no such file"),
+    "prepare folder without text": (["prepare", "textless"], "holds no text files"),
+    "prepare fifo": (["prepare", "pipe"], "FIFO"),
+    "prepare binary": (["prepare", "binary.bin"], "NUL"),
+    "prepare invalid utf-8": (["prepare", "latin1.txt"], "not valid utf-8"),
+    "prepare empty": (["prepare", "empty.txt"], "empty"),
+    "prepare too small to split": (["prepare", "tiny.txt"], "split would be empty"),
+    "prepare out is a file": (["prepare", "corpus.txt", "--out", "afile"], "is a file"),
+    "prepare val-frac nan": (["prepare", "corpus.txt", "--val-frac", "nan"], "--val-frac"),
+    "prepare fractions over 1": (["prepare", "corpus.txt", "--val-frac", "0.6", "--test-frac", "0.6"], "sum to less"),
+    "prepare unknown encoding": (["prepare", "corpus.txt", "--encoding", "klingon"], "unknown text encoding"),
+    "prepare max-vocab 1": (["prepare", "corpus.txt", "--max-vocab", "1"], "--max-vocab"),
+    "prepare min-count 0": (["prepare", "corpus.txt", "--min-count", "0"], "--min-count"),
+    "prepare unknown option": (["prepare", "corpus.txt", "--bogus"], "no such option"),
+    # train: what it is given
+    "train without source": (["train"], "give SOURCE"),
+    "train resume and force": (["train", "corpus.txt", "--resume", "--force"], "give one of them"),
+    "train resume nothing": (["train", "corpus.txt", "--out", "r", "--resume"], "no checkpoint at"),
+    "train out is a file": (["train", "corpus.txt", "--out", "afile"], "is a file"),
+    "train fifo source": (["train", "pipe", "--out", "r"], "FIFO"),
+    "train corpus smaller than a batch": (["train", "small.txt", "--out", "r"], "too small for batch_size"),
+    "train one-hot over a huge vocabulary": (["train", "words", "--out", "r"], "model.encoding=embedding"),
+    # train: config files
+    "config missing": ([*TRAIN, "-c", "missing.yaml"], "not found"),
+    "config unknown name": ([*TRAIN, "-c", "nosuchconfig"], "neither a file nor a packaged config"),
+    "config not utf-8": ([*TRAIN, "-c", "latin1.yaml"], "not UTF-8"),
+    "config binary": ([*TRAIN, "-c", "binary.yaml"], "NUL bytes"),
+    "config alias bomb": ([*TRAIN, "-c", "alias.yaml"], "aliases"),
+    "config over 1 MiB": ([*TRAIN, "-c", "huge.yaml"], "larger than"),
+    "config a list": ([*TRAIN, "-c", "list.yaml"], "must hold a mapping"),
+    "config invalid yaml": ([*TRAIN, "-c", "broken.yaml"], "not valid YAML"),
+    "config a directory": ([*TRAIN, "-c", "textless"], "is a directory"),
+    "config misspelled section": ([*TRAIN, "-c", "badsection.yaml"], "did you mean 'model'"),
+    # train: values
+    "learning_rate suggests lr": ([*TRAIN, "--set", "train.learning_rate=1"], "did you mean 'train.lr'"),
+    "misspelled section in --set": ([*TRAIN, "--set", "modle.cell=gru"], "did you mean 'model.cell'"),
+    "lr nan": ([*TRAIN, "--lr", "nan"], "train.lr must be a finite number"),
+    "lr inf": ([*TRAIN, "--set", "train.lr=.inf"], "train.lr must be a finite number"),
+    "eps nan": ([*TRAIN, "--set", "train.eps=.nan"], "train.eps must be a finite number"),
+    "clip_norm nan": ([*TRAIN, "--set", "train.clip_norm=.nan"], "train.clip_norm must be a finite"),
+    "momentum 5": ([*TRAIN, "--set", "train.momentum=5"], "train.momentum must be in [0, 1)"),
+    "negative decay_rate": ([*TRAIN, "--set", "train.decay_rate=-0.5"], "train.decay_rate must be in (0, 1]"),
+    "negative seed": ([*TRAIN, "--set", "train.seed=-1"], "train.seed must not be negative"),
+    "string lr": ([*TRAIN, "--set", "train.lr=fast"], "train.lr must be a number"),
+    "bad max_time": ([*TRAIN, "--max-time", "soon"], "max_time must look like"),
+    "no stopping rule": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null"], "all empty"),
+    "cosine without horizon": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null",
+                                "--max-time", "1m", "--set", "train.lr_schedule=cosine"], "cosine"),
+    "bidirectional": ([*TRAIN, "--set", "model.bidirectional=true"], "bidirectional"),
+    "dropout 1": ([*TRAIN, "--set", "model.dropout=1"], "model.dropout must be in [0, 1)"),
+    # train: sizes are refused from an estimate, before allocating
+    "huge hidden_size": ([*TRAIN, "--hidden-size", "10000000"], "needs about"),
+    "huge num_layers": ([*TRAIN, "--layers", "1000000000"], "needs about"),
+    "huge batch_size and seq_len": (["train", "corpus.txt", "--out", "r", "--batch-size", "2",
+                                     "--seq-len", "4000000000000"], "needs about"),
+    # sample
+    "sample no run": (["sample", "missing-run"], "no such run directory"),
+    "sample folder without checkpoint": (["sample", "textless"], "holds no checkpoint"),
+    "sample random bytes as checkpoint": (["sample", "noise.npz"], "not a valid charrnn checkpoint"),
+    "sample fifo as checkpoint": (["sample", "pipe"], "not a regular file"),
+    "sample negative seed": (["sample", "run", "--seed", "-1"], "--seed"),
+    "sample temperature nan": (["sample", "run", "--temperature", "nan"], "--temperature"),
+    "sample temperature inf": (["sample", "run", "--temperature", "inf"], "--temperature"),
+    "sample negative temperature": (["sample", "run", "--temperature", "-1"], "--temperature"),
+    "sample top-p nan": (["sample", "run", "--top-p", "nan"], "--top-p"),
+    "sample top-k 0": (["sample", "run", "--top-k", "0"], "--top-k"),
+    "sample length 0": (["sample", "run", "--length", "0"], "--length"),
+    "sample num-samples 0": (["sample", "run", "--num-samples", "0"], "--num-samples"),
+    "sample huge output": (["sample", "run", "--length", "10000000000", "--num-samples", "1000000"], "needs about"),
+    "sample unseen prime": (["sample", "run", "--prime", "xyz\u00e9"], "never saw"),
+    "sample prime-file not utf-8": (["sample", "run", "--prime-file", "latin1.txt"], "not UTF-8"),
+    "sample prime-file binary": (["sample", "run", "--prime-file", "binary.bin"], "NUL"),
+    "sample prime and prime-file": (["sample", "run", "--prime", "a", "--prime-file", "corpus.txt"], "not both"),
+    # eval
+    "eval nothing given": (["eval", "run"], "either TEXT"),
+    "eval text and split": (["eval", "run", "corpus.txt", "--split", "val"], "either TEXT"),
+    "eval empty file": (["eval", "run", "empty.txt"], "nothing to score"),
+    "eval one character": (["eval", "run", "one.txt"], "nothing to score"),
+    "eval only unknown characters": (["eval", "run", "unknown.txt"], "nothing to score"),
+    "eval only unknown, as json": (["eval", "run", "unknown.txt", "--json"], "nothing to score"),
+    "eval strict with unknowns": (["eval", "run", "unknown.txt", "--strict"], "not in the vocabulary"),
+    "eval missing text": (["eval", "run", "missing.txt"], "no such file"),
+    "eval fifo": (["eval", "run", "pipe"], "FIFO"),
+    "eval not utf-8": (["eval", "run", "latin1.txt"], "not valid utf-8"),
+    "eval chunk 0": (["eval", "run", "corpus.txt", "--chunk", "0"], "--chunk"),
+    "eval html into a missing folder": (["eval", "run", "corpus.txt", "--html", "nofolder/page.html"],
+                                        "No such file or directory"),
+    # plot
+    "plot run without metrics": (["plot", "nometrics", "-o", "x.png"], "no metrics.jsonl"),
+    "plot damaged metrics": (["plot", "badmetrics", "-o", "x.png"], "damaged"),
+    "plot unknown format": (["plot", "run", "-o", "curve.xyz"], "cannot write .xyz"),
+    "plot missing run": (["plot", "missing-run"], "does not exist"),
+    # the group
+    "unknown command": (["trian"], "no such command"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_input_ends_in_one_line_and_leaves_nothing_behind(workspace, case):
+    argv, fragment = CASES[case]
+    if case == "plot unknown format":
+        pytest.importorskip("matplotlib")
+    before = snapshot(workspace)
+    result = CliRunner().invoke(cli, argv)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert_one_line_failure(result.exit_code, result.stderr, fragment or "")
+    assert snapshot(workspace) == before
+
+
+def test_values_a_user_means_as_numbers_are_numbers(workspace):
+    result = CliRunner().invoke(cli, ["train", "--print-config", "--set", "train.lr=1e6", "--set", "train.eps=1E-9"])
+    assert result.exit_code == 0 and "lr: 1000000.0" in result.stdout and "eps: 1.0e-09" in result.stdout
+
+
+def test_an_extreme_temperature_still_samples_text(workspace):
+    for temperature in ("1e-310", "1e300"):
+        result = CliRunner().invoke(cli, ["sample", "run", "--temperature", temperature, "--length", "40",
+                                          "--seed", "1"])
+        assert result.exit_code == 0 and len(result.stdout.strip()) >= 20, result.stdout
+
+
+def test_every_command_has_help_naming_its_options():
+    for name, command in cli.commands.items():
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.stdout and "--help" in result.stdout, name
+    assert "tiny" in CliRunner().invoke(cli, ["train", "--help"]).stdout
