@@ -192,13 +192,13 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
                                 f"or --out for a new run directory")
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
-        reason, state = train_session(session, config, held, quiet)
+        reason, state, reporter = train_session(session, config, held, quiet)
         if reason in ("non_finite", "diverged"):
             from charrnn.console import failure_line
 
             if held.fresh and session.run_dir.saved_step is None:
                 held.keep = False  # a new run that saved nothing leaves nothing behind
-            raise UserError(failure_line(reason, state.progress, session.run_dir, kept=held.keep))
+            raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
     finish_training(reason, state, source, out)
 
 
@@ -235,7 +235,7 @@ def train_session(session, config, held, quiet):
         finally:
             reporter.close()
     session.run_dir.write_summary(reason, state.progress)
-    return reason, state
+    return reason, state, reporter
 
 
 def stop_name(signum: int) -> str:

@@ -35,6 +35,7 @@ class TrainReporter:
         self.start_step, self.val = start.step, start.last_val
         self.bar = None
         self.last_step: dict | None = None
+        self.failure_step: int | None = None  # the step at fault when training stops on bad numbers
 
     def open(self, total_steps: int | None):
         """Show the bar (on a terminal, unless quiet) once training begins."""
@@ -50,6 +51,8 @@ class TrainReporter:
             self.run.append_metrics({"kind": kind, **record})
         if kind == "eval":
             self.val = record["val_loss"]
+        if kind in ("non_finite", "diverged"):
+            self.failure_step = record["step"]
         if self.bar is not None:
             self.update_bar(kind, record)
         elif kind in ("log", "eval"):
@@ -95,16 +98,16 @@ def start_line(session, trainer) -> str:
             f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; {layout}")
 
 
-def failure_line(reason: str, progress, run_dir, kept: bool) -> str:
+def failure_line(reason: str, step: int, run_dir, kept: bool) -> str:
     """Why a run stopped on bad numbers, and (truthfully) what the checkpoints on disk hold."""
     saved = run_dir.saved_step
     kept = (f"nothing was saved after step {saved:,}: the checkpoints in {run_dir.path} are from before it"
             if saved is not None else "no checkpoint had been written, so the new run directory was removed"
             if not kept else f"no checkpoint was written in {run_dir.path}")
     if reason == "diverged":
-        return (f"training diverged at step {progress.step:,} (a loss above train.diverge_ratio x ln(vocabulary "
+        return (f"training diverged at step {step:,} (a loss above train.diverge_ratio x ln(vocabulary "
                 f"size), far worse than guessing); lower train.lr or train.clip_norm; {kept}")
-    return (f"the loss or the parameters became non-finite at step {progress.step:,}; lower train.lr, and check "
+    return (f"the loss or the parameters became non-finite at step {step:,}; lower train.lr, and check "
             f"train.eps and train.clip_norm; {kept}")
 
 

@@ -27,9 +27,8 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Yield a binary handle; its bytes replace `path` only if the block completes."""
     path = Path(path)
     temporary = temporary_name(path)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

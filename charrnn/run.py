@@ -10,8 +10,9 @@
     RUN_DIR/data/           the corpus prepared on the fly when SOURCE is not a prepared directory
 
 One `charrnn train` at a time writes a run directory: `claim` holds its lock (see `charrnn.lock`)
-for the whole command, sweeps what killed writers left, and, if the directory is new and the
-command fails before training starts, removes it again, so a refused run leaves nothing behind.
+for the whole command, sweeps what killed writers left when it starts and any temporary file of
+its own when it ends (however it ends), and, if the directory is new and the command fails
+before training starts, removes it again, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def claim(out: Path):
             if held.fresh and not held.keep:
                 shutil.rmtree(out, ignore_errors=True)
             raise
+        finally:
+            if out.is_dir():
+                sweep_temporaries(out)
 
 
 def open_source(source: str, run_dir: Path, on_bytes=None) -> tuple[Prepared, bool]:

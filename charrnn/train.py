@@ -6,11 +6,15 @@ the next step (parameters, optimizer state, carried hidden state, RNG, data curs
 `TrainingState`, so a run resumed from a checkpoint continues bit for bit.
 
 What it guarantees at the edges:
-- Nothing non-finite is saved. A non-finite loss, gradient norm or validation loss, or
-  non-finite parameters or optimizer state at a save, stops the run ("non_finite") before
-  anything is written, so the checkpoints on disk are the last good ones. NaN is never "best".
-- Divergence: a step whose training loss exceeds `diverge_ratio x ln V` (that many times the
-  loss of guessing uniformly among V tokens) stops the run ("diverged"), also before saving.
+- Nothing broken is saved. Before every save the parameters are probed: their loss on the next
+  training batch (one forward pass, no RNG drawn, nothing changed) must be finite and within
+  the divergence rule, and no parameter or optimizer value may be non-finite. A failed probe,
+  a non-finite loss or gradient norm, or a non-finite validation loss stops the run
+  ("non_finite" or "diverged") before anything is written, so the checkpoints on disk are the
+  last good ones. NaN is never "best".
+- Divergence: a training loss (a step's or a probe's) or validation loss above
+  `diverge_ratio x ln V`, that many times the loss of guessing uniformly among V tokens, stops
+  the run ("diverged").
 - Early stopping counts only the scheduled evaluations (every `eval_every` steps). The extra
   evaluation when a run ends between them may write `best` but never moves the patience
   counter, so a run stopped and resumed stops at the same step as one never stopped.
@@ -110,7 +114,7 @@ class Trainer:
         clock = time.perf_counter()
         while True:
             if (reason := should_stop()) is not None:
-                return reason if self.save(state, ("last",)) else "non_finite"
+                return self.save(state, ("last",)) or reason
             if (reason := self.stop_reason(progress)) is not None:
                 break
             if progress.position == 0:
@@ -119,12 +123,8 @@ class Trainer:
             masks = self.model.dropout_masks(state.rng, cfg.seq_len, cfg.batch_size)
             loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, masks)
             norm = clip_by_global_norm(grads, cfg.clip_norm)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                self.report("non_finite", {"step": progress.step, "loss": loss})
-                return "non_finite"
-            if loss > self.loss_limit:
-                self.report("diverged", {"step": progress.step, "loss": loss, "limit": self.loss_limit})
-                return "diverged"
+            if failure := self.judge(loss if math.isfinite(norm) else math.nan, progress.step + 1):
+                return failure
             lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon)
             self.optimizer.step(state.params, grads, state.optimizer, lr)
             state.hidden = final
@@ -143,38 +143,55 @@ class Trainer:
                 progress.train_loss = float(np.mean(losses))
                 losses.clear()
                 self.report("log", self.record(progress, lr))
-            if progress.step % cfg.eval_every == 0 and not self.validate(state, lr, scheduled=True):
-                return "non_finite"
-            if progress.step % cfg.checkpoint_every == 0 and not self.save(state, ("last", f"step-{progress.step}")):
-                return "non_finite"
+            if progress.step % cfg.eval_every == 0 and (failure := self.validate(state, lr, scheduled=True)):
+                return failure
+            if progress.step % cfg.checkpoint_every == 0 and (
+                    failure := self.save(state, ("last", f"step-{progress.step}"))):
+                return failure
             clock = time.perf_counter()
         if progress.step % cfg.eval_every != 0 and progress.step > start_step:
             if losses:
                 progress.train_loss = float(np.mean(losses))
             lr = learning_rate(cfg, progress.step - 1, progress.epoch, self.horizon)
-            if not self.validate(state, lr, scheduled=False):
-                return "non_finite"
-        return reason if self.save(state, ("last",)) else "non_finite"
+            if failure := self.validate(state, lr, scheduled=False):
+                return failure
+        return self.save(state, ("last",)) or reason
 
-    def save(self, state: TrainingState, names: tuple[str, ...]) -> bool:
-        """Hand the state to the caller's `save`, unless any parameter or optimizer value is non-finite."""
+    def judge(self, loss: float, step: int) -> str | None:
+        """'non_finite' or 'diverged' (reported, with the step at fault) for a loss that breaks the
+        rules, else None."""
+        failure = "non_finite" if not math.isfinite(loss) else "diverged" if loss > self.loss_limit else None
+        if failure:
+            self.report(failure, {"step": step, "loss": loss, "limit": self.loss_limit})
+        return failure
+
+    def probe(self, state: TrainingState) -> float:
+        """The mean loss of the current parameters on the next training batch, changing nothing."""
+        position = state.progress.position
+        hidden = self.model.initial_state(self.cfg.batch_size) if position == 0 else state.hidden
+        x, y = self.batcher.batch(position)
+        nll, _ = self.sharded.token_nll(state.params, x, y, hidden)
+        return float(nll.mean(dtype=np.float64))
+
+    def save(self, state: TrainingState, names: tuple[str, ...]) -> str | None:
+        """Hand the state to the caller's `save` if it passes the probe; else the failure, unsaved."""
         if not all_finite([*state.params.values(), *state.optimizer.values()]):
-            self.report("non_finite", {"step": state.progress.step, "loss": None})
-            return False
+            return self.judge(math.nan, state.progress.step)
+        if failure := self.judge(self.probe(state), state.progress.step):
+            return failure
         self._save(state, names)
-        return True
+        return None
 
-    def validate(self, state: TrainingState, lr: float, scheduled: bool) -> bool:
-        """Score the val split and save `best` when it improves; False if the loss is not finite.
-        Only scheduled evaluations move the patience counter (see the module docstring)."""
+    def validate(self, state: TrainingState, lr: float, scheduled: bool) -> str | None:
+        """Score the val split and save `best` when it improves; the failure if the loss breaks
+        the rules. Only scheduled evaluations move the patience counter (see the module docstring)."""
         progress = state.progress
         if len(self.val_tokens) < 2:
             return self.save(state, ("best",))
         streams = max(1, min(self.cfg.batch_size, (len(self.val_tokens) - 1) // self.cfg.seq_len))
         loss = score(self.sharded, state.params, self.val_tokens, streams, chunk=256).nats_per_token
-        if not math.isfinite(loss):
-            self.report("non_finite", {"step": progress.step, "loss": loss})
-            return False
+        if failure := self.judge(loss, progress.step):
+            return failure
         progress.last_val = loss
         if scheduled:
             if progress.patience_best is None or loss < progress.patience_best:
@@ -185,7 +202,7 @@ class Trainer:
         if improved:
             progress.best_val, progress.best_step = loss, progress.step
         self.report("eval", {**self.record(progress, lr), "improved": improved})
-        return self.save(state, ("best",)) if improved else True
+        return self.save(state, ("best",)) if improved else None
 
     def record(self, progress: Progress, lr: float) -> dict:
         """One metrics line: step, epoch, tokens, losses, lr, throughput, wall time."""

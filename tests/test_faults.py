@@ -1,0 +1,377 @@
+"""Faults that need a real process: permissions, full disks, signals, kill -9, two writers at once,
+non-finite and diverging training, and exact resume around early stopping.
+
+Every test here tries to break one promise of the README. `make torture` (CHARRNN_TORTURE=1) runs
+the randomised ones for many more iterations.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn import run as runs
+from charrnn.cli import cli
+from conftest import (SHAKESPEARE_LIKE, TORTURE, assert_one_line_failure, charrnn, full_disk, snapshot,
+                      without_permission_override)
+
+SMALL = ["--hidden-size", "16", "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--quiet",
+         "--set", "train.eval_tokens=200"]
+
+
+def train(*args):
+    return CliRunner().invoke(cli, ["train", *map(str, args)])
+
+
+def wait_for_handlers(process, timeout=20):
+    """Wait until charrnn has installed its stop-signal handlers (SIGTERM appears among the caught
+    signals in /proc): before that the interpreter itself is still starting, which no program can
+    intercept."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            status = open(f"/proc/{process.pid}/status").read()
+        except FileNotFoundError:
+            return
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.001)
+    raise AssertionError("charrnn never installed its signal handlers")
+
+
+def leftovers(directory):
+    """Temporary files, staging directories and lock files anywhere below `directory`."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob(".*")
+                  if p.name.endswith((".tmp", ".lock")) or ".staging-" in p.name or ".old-" in p.name)
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SHAKESPEARE_LIKE)
+    assert charrnn("prepare", corpus, "--out", tmp_path / "data", "--quiet").returncode == 0
+    return tmp_path / "data"
+
+
+# --- permissions (as root, with the override capabilities dropped) ---
+
+def test_unreadable_files_and_folders_and_unwritable_places_are_one_line(tmp_path, trained_run):
+    deny = without_permission_override()
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SHAKESPEARE_LIKE)
+    secret.chmod(0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.txt").write_text(SHAKESPEARE_LIKE)
+    locked.chmod(0)
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    checkpoint = tmp_path / "private.npz"
+    checkpoint.write_bytes((trained_run / "last.npz").read_bytes())
+    checkpoint.chmod(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SHAKESPEARE_LIKE)
+    before = snapshot(tmp_path)
+    cases = [(["prepare", secret, "--out", tmp_path / "d1"], "Permission denied"),
+             (["prepare", locked, "--out", tmp_path / "d2"], "Permission denied"),
+             (["prepare", corpus, "--out", readonly / "data"], "Permission denied"),
+             (["train", corpus, "--out", readonly / "run", *SMALL], "Permission denied"),
+             (["sample", checkpoint], "not readable"),
+             (["eval", trained_run, corpus, "--html", readonly / "page.html"], "Permission denied"),
+             (["plot", trained_run, "-o", readonly / "curve.png"], "Permission denied")]
+    try:
+        for args, fragment in cases:
+            result = charrnn(*args, prefix=deny)
+            assert_one_line_failure(result.returncode, result.stderr, fragment)
+            assert "truncated" not in result.stderr
+    finally:
+        for path in (secret, locked, readonly, checkpoint):
+            path.chmod(0o755)
+    assert snapshot(tmp_path) == before
+
+
+# --- full disks ---
+
+def test_a_full_disk_during_prepare_leaves_no_partial_preparation(tmp_path):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(SHAKESPEARE_LIKE * 40)
+    with full_disk(tmp_path / "disk", 64) as (disk, limit):
+        result = charrnn("prepare", corpus, "--out", disk / "data", "--quiet", preexec_fn=limit)
+        assert_one_line_failure(result.returncode, result.stderr)
+        assert any(reason in result.stderr for reason in ("No space left", "too large"))
+        assert list(disk.iterdir()) == []
+
+
+def test_a_full_disk_during_training_keeps_every_checkpoint_loadable(tmp_path, prepared):
+    with full_disk(tmp_path / "disk", 160) as (disk, limit):
+        result = charrnn("train", prepared, "--out", disk / "run", *SMALL, "--max-steps", "200",
+                         "--set", "train.checkpoint_every=1", "--set", "train.eval_every=1", preexec_fn=limit)
+        assert_one_line_failure(result.returncode, result.stderr)
+        assert any(reason in result.stderr for reason in ("No space left", "too large"))
+        run_dir = disk / "run"
+        assert leftovers(run_dir) == []
+        for path in run_dir.glob("*.npz"):
+            runs.read_checkpoint(path)
+
+
+def test_a_full_disk_writing_a_page_or_a_plot_leaves_no_truncated_file(tmp_path, trained_run):
+    pytest.importorskip("matplotlib")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SHAKESPEARE_LIKE)
+    with full_disk(tmp_path / "disk", 16) as (disk, limit):
+        page = charrnn("eval", trained_run, corpus, "--html", disk / "page.html", preexec_fn=limit)
+        curve = charrnn("plot", trained_run, "-o", disk / "curve.png", preexec_fn=limit)
+        for result in (page, curve):
+            assert_one_line_failure(result.returncode, result.stderr)
+        assert list(disk.iterdir()) == []
+
+
+# --- signals ---
+
+@pytest.mark.parametrize("signal_number, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                       (signal.SIGTERM, 143, "terminated")])
+def test_a_stop_signal_at_any_early_moment_ends_cleanly(tmp_path, signal_number, code, word):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SHAKESPEARE_LIKE)
+    delays = [0, 0.01, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8] * (4 if TORTURE else 1)
+    for index, delay in enumerate(delays):
+        out = tmp_path / f"run{index}"
+        process = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out),
+                                    *SMALL, "--max-steps", "1000000"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        wait_for_handlers(process)
+        time.sleep(delay)
+        process.send_signal(signal_number)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == code, (delay, stderr)
+        assert "Traceback" not in stderr and "Aborted" not in stderr, stderr
+        assert word in stderr or "resume with" in stderr, (delay, stderr)
+        if out.exists():  # training had begun: the run is resumable, nothing half-written
+            runs.read_checkpoint(out / "last.npz")
+            assert leftovers(out) == []
+        assert leftovers(tmp_path) == []
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_last_consistent(tmp_path, prepared):
+    for attempt in range(8 if TORTURE else 3):
+        out = tmp_path / f"run{attempt}"
+        process = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(prepared), "--out", str(out),
+                                    *SMALL, "--max-steps", "1000000", "--set", "train.checkpoint_every=1"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while not (out / "last.npz").exists() and time.time() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.001 * attempt)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130 and "Traceback" not in stderr, stderr
+        runs.read_checkpoint(out / "last.npz")
+        assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("command", ["prepare", "sample", "eval"])
+def test_sigterm_during_prepare_sample_or_eval_says_so_and_leaves_nothing(tmp_path, trained_run, command):
+    big = tmp_path / "big.txt"
+    big.write_text(SHAKESPEARE_LIKE * 10000)  # about 44 MB: prepare reads it twice
+    args = {"prepare": ["prepare", big, "--out", tmp_path / "data", "--quiet"],
+            "sample": ["sample", trained_run, "--length", "100000000", "--seed", "1", "--no-stream"],
+            "eval": ["eval", trained_run, big, "--quiet"]}[command]
+    before = snapshot(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_handlers(process)
+    if command == "prepare":  # signal while the splits are being written, the phase that must clean up
+        deadline = time.time() + 20
+        while not list(tmp_path.glob(".data.staging-*")) and time.time() < deadline:
+            time.sleep(0.0005)
+        assert list(tmp_path.glob(".data.staging-*")), "prepare never started writing"
+    else:
+        time.sleep(0.6)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert_one_line_failure(process.returncode, stderr, "terminated", code=143)
+    assert snapshot(tmp_path) == before
+
+
+# --- kill -9 ---
+
+def test_kill_9_at_random_moments_never_loses_the_run_and_resume_is_exact(tmp_path, prepared):
+    rng = random.Random(20261125)
+    settings = [*SMALL, "--set", "train.checkpoint_every=1", "--set", "train.eval_every=5",
+                "--set", "train.log_every=1", "--set", "model.dropout=0.0", "--max-steps", "60"]
+    whole = tmp_path / "whole"
+    assert train(prepared, "--out", whole, *settings).exit_code == 0
+    out = tmp_path / "killed"
+    for kill in range(40 if TORTURE else 6):
+        resume = ["--resume"] if (out / "last.npz").exists() else []
+        process = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(prepared), "--out", str(out),
+                                    *settings, *resume], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.2))
+        process.kill()
+        process.wait()
+        if (out / "last.npz").exists():
+            runs.read_checkpoint(out / "last.npz")
+    resume = ["--resume"] if (out / "last.npz").exists() else []
+    final = train(prepared, "--out", out, *settings, *resume)
+    assert final.exit_code == 0, final.output
+    assert leftovers(out) == [] and leftovers(tmp_path) == []
+    a, b = runs.read_checkpoint(whole / "last.npz"), runs.read_checkpoint(out / "last.npz")
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), "metrics repeat steps replayed after a resume"
+
+
+# --- two writers ---
+
+def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(tmp_path, prepared):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(prepared), "--out", str(out),
+                                *SMALL, "--max-steps", "1000000"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while not (out / "last.npz").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        metrics = (out / "metrics.jsonl").read_bytes()
+        for extra in ([], ["--force"], ["--resume"]):
+            result = charrnn("train", prepared, "--out", out, *SMALL, "--max-steps", "5", *extra)
+            assert_one_line_failure(result.returncode, result.stderr, f"PID {process.pid}")
+        assert (out / "last.npz").exists() and (out / "metrics.jsonl").read_bytes().startswith(metrics)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 130
+
+
+def test_two_prepares_into_one_directory_never_both_succeed(tmp_path):
+    texts = []
+    for name, text in (("a", SHAKESPEARE_LIKE), ("b", SHAKESPEARE_LIKE.upper())):
+        (tmp_path / f"{name}.txt").write_text(text * 600)
+        texts.append(tmp_path / f"{name}.txt")
+    for attempt in range(10 if TORTURE else 3):
+        out = tmp_path / f"data{attempt}"
+        processes = [subprocess.Popen([sys.executable, "-m", "charrnn", "prepare", str(text), "--out", str(out),
+                                       "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for text in texts]
+        results = [(p.wait(timeout=60), p.stderr.read()) for p in processes]
+        winners = [i for i, (code, _) in enumerate(results) if code == 0]
+        assert len(winners) == 1, results
+        loser = results[1 - winners[0]]
+        assert_one_line_failure(loser[0], loser[1])
+        assert "in use by another" in loser[1] or "different preparation" in loser[1]
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["sources"][0]["path"] == str(texts[winners[0]])
+    assert leftovers(tmp_path) == []
+
+
+# --- non-finite and diverging training ---
+
+def test_non_finite_training_never_writes_a_non_finite_checkpoint_and_says_which_step_is_kept(tmp_path, prepared):
+    out = tmp_path / "run"
+    assert train(prepared, "--out", out, *SMALL, "--max-steps", 20).exit_code == 0
+    best = (out / "best.npz").read_bytes()
+    result = train(prepared, "--out", out, *SMALL, "--max-steps", 60, "--resume", "--set", "train.optimizer=sgd",
+                   "--set", "train.clip_norm=0", "--lr", "1e38", "--set", "train.checkpoint_every=1",
+                   "--set", "train.diverge_ratio=null")
+    assert_one_line_failure(result.exit_code, result.stderr, "non-finite")
+    kept = int(re.search(r"nothing was saved after step ([\d,]+)", result.stderr)[1].replace(",", ""))
+    failed = int(re.search(r"non-finite at step ([\d,]+)", result.stderr)[1].replace(",", ""))
+    assert kept < failed
+    assert runs.read_checkpoint(out / "last.npz").meta["progress"]["step"] == kept
+    assert (out / "best.npz").read_bytes() == best
+
+
+def test_a_diverging_run_is_stopped_with_the_rule_named(tmp_path, prepared):
+    out = tmp_path / "run"
+    assert train(prepared, "--out", out, *SMALL, "--max-steps", 10).exit_code == 0
+    good = (out / "last.npz").read_bytes()
+    result = train(prepared, "--out", out, *SMALL, "--max-steps", 200, "--resume", "--lr", "1e6",
+                   "--set", "train.clip_norm=0", "--set", "train.checkpoint_every=1", "--set", "train.eval_every=1")
+    assert_one_line_failure(result.exit_code, result.stderr, "diverged")
+    assert "diverge_ratio" in result.stderr
+    assert (out / "last.npz").read_bytes() == good
+    fresh = train(prepared, "--out", tmp_path / "fresh", *SMALL, "--max-steps", 200, "--lr", "1e6",
+                  "--set", "train.clip_norm=0", "--set", "train.checkpoint_every=1")
+    assert_one_line_failure(fresh.exit_code, fresh.stderr, "diverged")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_nan_validation_loss_is_never_best(monkeypatch):
+    from charrnn import train as training
+    from charrnn.config import Config
+    from charrnn.evaluate import Score
+    from charrnn.model import RNNLM
+
+    config = Config()
+    config.model.hidden_size, config.model.num_layers = 8, 1
+    config.train.batch_size, config.train.seq_len, config.train.eval_every, config.train.max_steps = 2, 4, 1, 5
+    monkeypatch.setattr(training, "score", lambda *args, **kwargs: Score(float("nan"), 10))
+    saved = []
+    trainer = training.Trainer(config, RNNLM(config.model, 4), np.arange(200) % 4, np.arange(50) % 4,
+                               lambda kind, record: None, lambda state, names: saved.append(names))
+    state = trainer.initial_state()
+    assert trainer.run(state) == "non_finite"
+    assert saved == [] and state.progress.best_val is None
+
+
+# --- exact resume ---
+
+@pytest.fixture
+def overfitting_data(tmp_path):
+    """Train on a repeated text, validate on random letters: the val loss rises, so patience fires."""
+    rng = random.Random(3)
+    noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(1500))
+    corpus = tmp_path / "overfit.txt"
+    corpus.write_text(SHAKESPEARE_LIKE * 3 + noise)
+    assert charrnn("prepare", corpus, "--out", tmp_path / "data", "--val-frac", "0.1", "--test-frac", "0",
+                   "--quiet").returncode == 0
+    return tmp_path / "data"
+
+
+def test_early_stopping_stops_at_the_same_step_whatever_the_interruptions(tmp_path, overfitting_data):
+    settings = [*SMALL, "--lr", "0.02", "--set", "train.patience=2", "--set", "train.eval_every=4",
+                "--set", "train.checkpoint_every=1000", "--max-steps", "400"]
+    whole = tmp_path / "whole"
+    assert train(overfitting_data, "--out", whole, *settings).exit_code == 0
+    summary = json.loads((whole / "summary.json").read_text())
+    assert summary["reason"] == "early_stop"
+    stop = summary["steps"]
+    rng = random.Random(7)
+    points = range(1, stop) if TORTURE else sorted(rng.sample(range(1, stop), min(6, stop - 1)))
+    for point in points:
+        out = tmp_path / f"split{point}"
+        first = train(overfitting_data, "--out", out, *settings, "--max-steps", point)
+        assert first.exit_code == 0, first.output
+        resumed = train(overfitting_data, "--out", out, *settings, "--resume")
+        assert resumed.exit_code == 0, resumed.output
+        assert json.loads((out / "summary.json").read_text())["steps"] == stop, point
+        a, b = runs.read_checkpoint(whole / "last.npz"), runs.read_checkpoint(out / "last.npz")
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params), point
+
+
+def test_resuming_with_a_new_horizon_warns_that_the_schedule_bends(tmp_path, prepared):
+    out = tmp_path / "run"
+    assert train(prepared, "--out", out, *SMALL, "--max-steps", 6, "--set", "train.lr_schedule=cosine").exit_code == 0
+    result = train("--out", out, "--resume", "--max-steps", 12, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "train.max_steps: 6 -> 12" in result.stderr and "horizon" in result.stderr
+
+
+def test_a_run_can_be_bounded_by_epochs_alone(tmp_path, prepared):
+    out = tmp_path / "run"
+    result = train(prepared, "--out", out, *SMALL, "--set", "train.max_steps=null", "--set", "train.max_epochs=1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["reason"] == "max_epochs"
+    assert "steps of 4 x 8 tokens per epoch" in result.stderr and "parameters" in result.stderr
