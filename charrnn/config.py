@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib.resources
 import math
 import re
@@ -162,6 +163,12 @@ def closest_section(name: str) -> str:
     return f"; did you mean {near[0]!r}?" if near else "; the sections are model and train"
 
 
+@functools.cache
+def field_types(section: type) -> dict[str, object]:
+    """The resolved type of each field of a config section (resolving them is slow: done once)."""
+    return typing.get_type_hints(section)
+
+
 def set_value(config: Config, key: str, value):
     """Set `section.key` (or an unambiguous bare `key`) to `value`, checking its type."""
     if "." not in key:
@@ -171,7 +178,7 @@ def set_value(config: Config, key: str, value):
     part = sections(config).get(section_name)
     if part is None or name not in {f.name for f in dataclasses.fields(part)}:
         raise UserError(f"unknown config key {key!r}{closest(key)}")
-    hint = typing.get_type_hints(type(part))[name]
+    hint = field_types(type(part))[name]
     setattr(part, name, coerce(key, value, hint))
 
 
