@@ -192,14 +192,23 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
                                 f"or --out for a new run directory")
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
-        reason, state, reporter = train_session(session, config, held, quiet)
-        if reason in ("non_finite", "diverged"):
-            from charrnn.console import failure_line
+        trainer, state, reporter = start_training(session, config, held, quiet)
+        second = (f"stopped at once by a second signal; {out}/last.npz is intact at the last step saved: "
+                  f"resume with --resume")
+        with signals.requested(second) as stop:  # from here a first signal stops training gently
+            try:
+                reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
+                reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
+            finally:
+                reporter.close()
+            session.run_dir.write_summary(reason, state.progress)
+            if reason in ("non_finite", "diverged"):
+                from charrnn.console import failure_line
 
-            if held.fresh and session.run_dir.saved_step is None:
-                held.keep = False  # a new run that saved nothing leaves nothing behind
-            raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
-    finish_training(reason, state, source, out)
+                if held.fresh and session.run_dir.saved_step is None:
+                    held.keep = False  # a new run that saved nothing leaves nothing behind
+                raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
+            finish_training(reason, state, source, out)
 
 
 def warn_about_changes(changes: list[str], config):
@@ -214,8 +223,8 @@ def warn_about_changes(changes: list[str], config):
         click.echo(f"warning: resuming with {change}: {why}", err=True)
 
 
-def train_session(session, config, held, quiet):
-    """Build the trainer (its checks come first), start the run directory, train until a stop."""
+def start_training(session, config, held, quiet):
+    """Build the trainer (its checks come first), then start the run directory and say what runs."""
     from charrnn.console import TrainReporter, start_line
     from charrnn.train import Trainer
 
@@ -226,16 +235,7 @@ def train_session(session, config, held, quiet):
     held.started()
     session.run_dir.start(state.progress.step if session.saved is not None else None)
     click.echo(start_line(session, trainer), err=True)
-    second = (f"stopped at once by a second signal; {session.run_dir.path}/last.npz is intact at the last "
-              f"step saved: resume with --resume")
-    with signals.requested(second) as stop:
-        try:
-            reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
-            reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
-        finally:
-            reporter.close()
-    session.run_dir.write_summary(reason, state.progress)
-    return reason, state, reporter
+    return trainer, state, reporter
 
 
 def stop_name(signum: int) -> str:

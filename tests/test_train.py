@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint, run as runs
+from charrnn import run as runs
 from charrnn.cli import cli
 from charrnn.config import Config
 from charrnn.data import StreamBatcher
