@@ -15,4 +15,7 @@ def main():
         code = stop.exit_code if isinstance(stop, Stopped) else 130
         print(f"Error: {stop if isinstance(stop, Stopped) else 'interrupted'}", file=sys.stderr)
         sys.exit(code)
-    cli(prog_name="charrnn")
+    try:
+        cli(prog_name="charrnn")
+    finally:
+        signals.ignore()  # the command has ended: a late signal must not raise during shutdown

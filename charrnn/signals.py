@@ -26,6 +26,12 @@ def install():
         signal.signal(signum, raise_stopped)
 
 
+def ignore():
+    """Ignore stop signals from now on (the command has finished; only the interpreter's exit remains)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def raised():
     """Within the block, stop signals raise `Stopped`; the previous handlers come back after it."""
