@@ -256,14 +256,10 @@ def finish_training(reason: str, state, source, out):
 
 def read_prime(prime_file) -> str:
     """The prime from a file or `-` (standard input): UTF-8 text, refused otherwise."""
+    from charrnn.files import decode_utf8
+
     raw = sys.stdin.buffer.read() if str(prime_file) == "-" else Path(prime_file).read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"--prime-file {prime_file} is not UTF-8 text (byte {error.start})") from None
-    if "\0" in text:
-        raise UserError(f"--prime-file {prime_file} holds NUL bytes, so it is not text")
-    return text
+    return decode_utf8(raw, f"--prime-file {prime_file}")
 
 
 @cli.command()

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from charrnn.errors import UserError
+from charrnn.files import decode_utf8
 
 
 @dataclass
@@ -289,13 +290,7 @@ def load_yaml(path: Path) -> dict:
         raise UserError(f"config file {path} is a directory; give a YAML file") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise UserError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few lines")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file") from None
-    if "\0" in text:
-        raise UserError(f"config file {path} holds NUL bytes, so it is not text; give a YAML file")
-    return parse_yaml(text, f"config file {path}") or {}
+    return parse_yaml(decode_utf8(raw, f"config file {path}"), f"config file {path}") or {}
 
 
 def resolve(yaml_path: Path | None = None, assignments: typing.Iterable[str] = (),

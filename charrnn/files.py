@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from charrnn.errors import UserError
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -43,6 +45,17 @@ def write_atomic(path: Path, content: str | bytes):
     """Replace `path` with `content` (str is written as UTF-8), all or nothing."""
     with atomic_writer(path) as handle:
         handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+
+
+def decode_utf8(raw: bytes, what: str) -> str:
+    """Bytes a user gave as text -> str; refused in one line if not UTF-8 or if binary (NUL bytes)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{what} is not UTF-8 text (byte {error.start})") from None
+    if "\0" in text:
+        raise UserError(f"{what} holds NUL bytes, so it is not text")
+    return text
 
 
 def fsync_directory(directory: Path):
