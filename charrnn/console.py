@@ -124,6 +124,8 @@ def summary_lines(reason: str, progress, out) -> list[str]:
     lines = [f"stopped ({reason.replace('_', ' ')}) at step {progress.step}, epoch {progress.epoch}, "
              f"{progress.tokens:,} tokens in {format_duration(progress.elapsed)}; best val {best}",
              f"checkpoints: {out}/best.npz, {out}/last.npz"]
-    if reason not in ("interrupted", "terminated"):
+    if reason in ("interrupted", "terminated"):
+        lines.append("the final validation pass was skipped so as to stop at once")
+    else:
         lines.append(f"try: charrnn sample {out} --length 500")
     return lines

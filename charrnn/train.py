@@ -79,6 +79,7 @@ class Trainer:
         self.horizon = self.cfg.max_steps or self.batcher.steps_per_epoch * (self.cfg.max_epochs or 1)
         self.loss_limit = self.cfg.diverge_ratio * math.log(model.vocab_size) if self.cfg.diverge_ratio else math.inf
         self.report, self._save = report, save
+        self.checked_step: int | None = None  # the step whose parameters a probe or validation found sane
 
     def initial_state(self) -> TrainingState:
         """Fresh parameters and optimizer state from the seed."""
@@ -174,11 +175,14 @@ class Trainer:
         return float(nll.mean(dtype=np.float64))
 
     def save(self, state: TrainingState, names: tuple[str, ...]) -> str | None:
-        """Hand the state to the caller's `save` if it passes the probe; else the failure, unsaved."""
+        """Hand the state to the caller's `save` if it passes the probe (skipped when a validation of
+        the same parameters already passed); else the failure, unsaved."""
+        step = state.progress.step
         if not all_finite([*state.params.values(), *state.optimizer.values()]):
-            return self.judge(math.nan, state.progress.step)
-        if failure := self.judge(self.probe(state), state.progress.step):
+            return self.judge(math.nan, step)
+        if self.checked_step != step and (failure := self.judge(self.probe(state), step)):
             return failure
+        self.checked_step = step
         self._save(state, names)
         return None
 
@@ -192,6 +196,7 @@ class Trainer:
         loss = score(self.sharded, state.params, self.val_tokens, streams, chunk=256).nats_per_token
         if failure := self.judge(loss, progress.step):
             return failure
+        self.checked_step = progress.step
         progress.last_val = loss
         if scheduled:
             if progress.patience_best is None or loss < progress.patience_best:
