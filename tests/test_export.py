@@ -29,7 +29,7 @@ from charrnn.export import Bundle
 from charrnn.export.web import model_json
 from charrnn.model import RNNLM, State
 from charrnn.train import Progress, TrainingState
-from charrnn.vocab import Vocabulary
+from charrnn.vocab import Vocabulary, tokenize
 from conftest import assert_one_line_failure
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
@@ -234,3 +234,24 @@ def test_the_exported_page_generates_text_in_headless_chromium_from_file(tmp_pat
     assert len(first.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")) == 80
     assert "ROMEO:" in dom and "80 tokens in" in dom and "lstm" in dom
     assert generated(1)[0] == first and generated(2)[0] != first
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_page_tokenizes_word_level_primes_as_python_does(tmp_path):
+    text = "Naïve café-owners, 42 of them: ¡olé! Ünïcode_words and\ttabs\n\n— déjà vu…"
+    vocab = Vocabulary.from_counts(Counter(tokenize(text, "word")[:-3]), "word")
+    config = Config(model=ModelConfig(hidden_size=4, num_layers=1, encoding="embedding", embedding_dim=3))
+    model = RNNLM(config.model, vocab.size)
+    bundle = Bundle(model, model.init_params(np.random.default_rng(0)), vocab,
+                    {"config": config.to_dict(), "progress": asdict(Progress())})
+    spec, script = tmp_path / "spec.json", tmp_path / "encode.js"
+    spec.write_text(model_json(bundle))
+    script.write_text("const c = require(process.argv[2]); const fs = require('fs');\n"
+                      "const m = new c.Model(JSON.parse(fs.readFileSync(process.argv[3], 'utf8')));\n"
+                      "try { console.log(JSON.stringify(m.encode(process.argv[4]))); } catch (e) { console.log(e.message); }")
+    module = importlib.resources.files("charrnn.export") / "charrnn.js"
+    known = "".join(tokenize(text, "word")[:-3])
+    result = subprocess.run([NODE, str(script), str(module), str(spec), known], capture_output=True, text=True)
+    assert json.loads(result.stdout) == vocab.encode(known).tolist()
+    unknown = subprocess.run([NODE, str(script), str(module), str(spec), text], capture_output=True, text=True)
+    assert "words the model never saw" in unknown.stdout
