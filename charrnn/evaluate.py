@@ -69,10 +69,14 @@ def score(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256)
 
 class StreamScorer:
     """Scores one continuous stream fed in pieces of any size: each token is predicted from all
-    tokens fed before it, with the state carried, so the result does not depend on the pieces."""
+    tokens fed before it, with the state carried, so the result does not depend on the pieces.
 
-    def __init__(self, model, params, chunk: int = 512):
-        self.model, self.params, self.chunk = model, params, chunk
+    With an `adapter` (dynamic evaluation, see `charrnn.dynamic`), each chunk is scored first and
+    then handed with its gradient to `adapter.update(params, grads)`, which changes `params` in
+    place: no token is ever scored by parameters that were trained on it."""
+
+    def __init__(self, model, params, chunk: int = 512, adapter=None):
+        self.model, self.params, self.chunk, self.adapter = model, params, chunk, adapter
         self.state = model.initial_state(1)
         self.previous: int | None = None
         self.nats, self.tokens = 0.0, 0
@@ -88,7 +92,12 @@ class StreamScorer:
         pieces = []
         for begin in range(0, len(ids) - 1, self.chunk):
             window = ids[begin: begin + self.chunk + 1]
-            nll, self.state = self.model.token_nll(self.params, window[:-1, None], window[1:, None], self.state)
+            inputs, targets = window[:-1, None], window[1:, None]
+            if self.adapter is None:
+                nll, self.state = self.model.token_nll(self.params, inputs, targets, self.state)
+            else:
+                nll, grads, self.state, _ = self.model.nll_and_grads(self.params, inputs, targets, self.state)
+                self.adapter.update(self.params, grads)
             pieces.append(nll[:, 0])
         nll = np.concatenate(pieces) if pieces else np.zeros(0)
         self.nats += float(nll.sum(dtype=np.float64))
@@ -130,9 +139,9 @@ def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, n
 
 
 def score_files(model, params, vocab: Vocabulary, sources, encoding: str, strict: bool, chunk: int,
-                keep: bool, on_bytes=None) -> TextScore:
-    """Score text sources as one stream, reading them in bounded chunks."""
-    scorer = StreamScorer(model, params, chunk)
+                keep: bool, on_bytes=None, adapter=None) -> TextScore:
+    """Score text sources as one stream, reading them in bounded chunks (adapting, with an adapter)."""
+    scorer = StreamScorer(model, params, chunk, adapter)
     unknown, shown, nll_parts, masks = 0, [], [], []
     for source in sources:
         for text in word_aware(read_text(source, encoding, "strict", on_bytes), vocab.level):
@@ -158,18 +167,27 @@ def spread(nll: np.ndarray, missing: np.ndarray, mapped: bool, first: bool) -> n
     return out
 
 
-def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool, vocab: Vocabulary) -> TextScore:
+def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool, vocab: Vocabulary,
+                adapter=None) -> TextScore:
     """Score the val or test split of the corpus the model was trained on, as one stream."""
     prepared = Prepared.open(Path(meta["data"]))
     tokens = prepared.splits[split]
     if len(tokens) < 2:
         raise UserError(f"the {split} split of {prepared.directory} is empty; score a text file instead")
-    scorer = StreamScorer(model, params, chunk)
+    scorer = StreamScorer(model, params, chunk, adapter)
     kept = [scorer.feed(tokens[i: i + (1 << 20)]) for i in range(0, len(tokens), 1 << 20)]
     if not keep:
         return TextScore(scorer.score, 0, "none", [], np.zeros(0), np.zeros(0, bool))
     shown = [vocab.tokens[i] for i in np.asarray(tokens)]
     return TextScore(scorer.score, 0, "none", shown, np.concatenate([[np.nan], *kept]), np.zeros(len(shown), bool))
+
+
+def training_tokens(meta: dict) -> np.ndarray | None:
+    """The train split of the corpus a checkpoint was trained on, or None if it is gone."""
+    try:
+        return Prepared.open(Path(meta["data"])).splits["train"]
+    except (UserError, OSError):
+        return None
 
 
 def word_aware(texts, level: str):

@@ -116,9 +116,15 @@ class RNNLM:
         The gradient of the loss with respect to the initial state is returned for checking; the
         trainer carries the final state to the next chunk without gradient (truncated BPTT).
         """
+        nll, grads, final, d_states = self.nll_and_grads(params, tokens, targets, state, masks)
+        return float(np.mean(nll)), grads, final, d_states
+
+    def nll_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
+        """tokens, targets (T, B) -> (NLL of every target (T, B), grads of the mean NLL by name,
+        final state, d initial state), from one forward pass. The NLLs equal `token_nll`'s bit for bit."""
         z, final, (tokens, top, caches, masks) = self.forward(params, tokens, state, masks)
         T, B, V = z.shape
-        loss, d_z = head.softmax_nll(z.reshape(T * B, V), targets.reshape(T * B))
+        nll, d_z = head.softmax_nll(z.reshape(T * B, V), targets.reshape(T * B))
         flat_top = top.reshape(T * B, -1)
         grads = {"head.weight": d_z.T @ flat_top, "head.bias": d_z.sum(axis=0)}
         d_top = (d_z @ params["head.weight"]).reshape(T, B, -1)
@@ -126,7 +132,7 @@ class RNNLM:
                                                          self.config.num_layers, self.directions, masks)
         grads.update(layer_grads)
         grads.update(self.encoder.backward(params, tokens, d_inputs))
-        return loss, {name: grads[name] for name in params}, final, d_states
+        return nll.reshape(T, B), {name: grads[name] for name in params}, final, d_states
 
     def token_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State):
         """tokens, targets (T, B) -> (NLL of every target in nats (T, B), final state)."""

@@ -1,4 +1,4 @@
-"""The output head: logits = h W^T + b, and the mean softmax negative log-likelihood.
+"""The output head: logits = h W^T + b, and the softmax negative log-likelihood.
 
 The loss and its gradient are computed together for all T*B positions at once, with the
 log-sum-exp shift for stability; the backward of softmax + NLL is the fused `p - onehot`.
@@ -28,15 +28,16 @@ def token_nll(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return -log_softmax(z)[np.arange(len(targets)), targets]
 
 
-def softmax_nll(z: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-    """logits (N, V), targets (N,) -> (mean NLL in nats, d loss / d logits (N, V)), in place on z."""
+def softmax_nll(z: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """logits (N, V), targets (N,) -> (NLL of each target in nats (N,), d mean NLL / d logits (N, V)),
+    in place on z. The NLLs are bit-identical to `token_nll`'s: the same operations in the same order."""
     rows = np.arange(len(targets))
     z -= z.max(axis=-1, keepdims=True)
     target_logits = z[rows, targets]
     np.exp(z, out=z)
     total = z.sum(axis=-1, keepdims=True)
-    loss = float(np.mean(np.log(total[:, 0]) - target_logits))
+    nll = np.log(total[:, 0]) - target_logits
     z /= total
     z[rows, targets] -= 1
     z /= len(targets)
-    return loss, z
+    return nll, z

@@ -1,0 +1,118 @@
+"""Dynamic evaluation (Krause et al., "Dynamic Evaluation of Neural Sequence Models", ICML 2018):
+the model adapts to the text while it reads it.
+
+The text is scored in segments of `seq` tokens (`StreamScorer` with an adapter). After a segment
+has been scored, its gradient g (of the mean NLL over the segment) updates the weights, so every
+token is scored before the model has trained on it. Two updates, both with decay towards the
+original weights theta_0, which keeps the model from drifting away from what it learned:
+
+- `sgd`:  theta <- theta - lr * g + decay * (theta_0 - theta)
+- `rms`:  the paper's RMS-normalised update. MS is the mean squared gradient of each weight over
+          `CALIBRATION_SEGMENTS` segments of the run's training split (measured once, before
+          reading the text), and RMS_norm = sqrt(MS) / mean(sqrt(MS)) per weight tensor:
+          theta <- theta - lr * g / (sqrt(MS) + eps) + min(1, decay * RMS_norm) * (theta_0 - theta)
+          Weights that move a lot in training may adapt more, and are pulled back harder.
+
+The parameters are changed in memory only; the checkpoint on disk never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn.errors import UserError
+
+METHODS = ("rms", "sgd")
+DEFAULTS = {"rms": {"lr": 1e-4, "decay": 1e-3}, "sgd": {"lr": 0.05, "decay": 0.0}}
+DEFAULT_SEQ = 50
+CALIBRATION_SEGMENTS = 100
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class DynamicSettings:
+    method: str = "rms"
+    lr: float | None = None  # None: the method's default
+    decay: float | None = None
+    seq: int = DEFAULT_SEQ
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULTS[self.method]["lr"] if self.lr is None else self.lr
+
+    @property
+    def decay_rate(self) -> float:
+        return DEFAULTS[self.method]["decay"] if self.decay is None else self.decay
+
+    def validate(self):
+        if self.method not in METHODS:
+            raise UserError(f"--dynamic-method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        for name, value in (("--dynamic-lr", self.learning_rate), ("--dynamic-decay", self.decay_rate)):
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"{name} must be a finite number of at least 0, not {value}")
+        if self.seq < 1:
+            raise UserError(f"--dynamic-seq must be at least 1, not {self.seq}")
+
+    def describe(self) -> dict:
+        return {"method": self.method, "lr": self.learning_rate, "decay": self.decay_rate, "seq": self.seq}
+
+
+class SGDAdapter:
+    """theta <- theta - lr * g + decay * (theta_0 - theta), in place."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, decay: float):
+        self.original = {k: v.copy() for k, v in params.items()}
+        self.lr, self.decay = lr, decay
+
+    def update(self, params, grads):
+        for name, p in params.items():
+            p -= self.lr * grads[name]
+            if self.decay:
+                p += self.decay * (self.original[name] - p)
+
+
+class RMSAdapter:
+    """The RMS-normalised update with decay scaled by RMS_norm (see the module docstring)."""
+
+    def __init__(self, params: dict[str, np.ndarray], mean_square: dict[str, np.ndarray], lr: float, decay: float):
+        self.original = {k: v.copy() for k, v in params.items()}
+        self.lr = lr
+        root = {k: np.sqrt(v) for k, v in mean_square.items()}
+        self.scale = {k: (lr / (r + EPS)).astype(params[k].dtype) for k, r in root.items()}
+        self.pull = {k: np.minimum(1.0, decay * r / max(float(r.mean()), EPS)).astype(params[k].dtype)
+                     for k, r in root.items()}
+
+    def update(self, params, grads):
+        for name, p in params.items():
+            p -= self.scale[name] * grads[name]
+            p += self.pull[name] * (self.original[name] - p)
+
+
+def mean_square_gradients(model, params, tokens: np.ndarray, seq: int, segments: int = CALIBRATION_SEGMENTS,
+                          seed: int = 0) -> dict[str, np.ndarray]:
+    """The mean squared gradient of each weight over `segments` random segments of `seq` tokens
+    of a training split tokens (N,), each read from a zero state, as dynamic evaluation reads them."""
+    if len(tokens) < seq + 2:
+        raise UserError("the training split is too short to calibrate --dynamic-method rms; use sgd")
+    starts = np.random.default_rng(seed).integers(0, len(tokens) - seq - 1, segments)
+    total = {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}
+    for start in starts:
+        window = np.asarray(tokens[start: start + seq + 1], dtype=np.int64)
+        _, grads, _, _ = model.nll_and_grads(params, window[:-1, None], window[1:, None], model.initial_state(1))
+        for name, g in grads.items():
+            total[name] += np.square(g, dtype=np.float64)
+    return {k: v / segments for k, v in total.items()}
+
+
+def make_adapter(settings: DynamicSettings, model, params, train_tokens: np.ndarray | None):
+    """The adapter for `StreamScorer`; `rms` calibrates on the training split first."""
+    if settings.method == "sgd":
+        return SGDAdapter(params, settings.learning_rate, settings.decay_rate)
+    if train_tokens is None:
+        raise UserError("--dynamic-method rms measures gradient scales on the run's training split, which is "
+                        "not available; use --dynamic-method sgd")
+    mean_square = mean_square_gradients(model, params, train_tokens, settings.seq)
+    return RMSAdapter(params, mean_square, settings.learning_rate, settings.decay_rate)
