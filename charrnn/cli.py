@@ -123,7 +123,7 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
 
 TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
                "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
-               "max_steps": "train.max_steps", "max_time": "train.max_time"}
+               "max_steps": "train.max_steps", "max_time": "train.max_time", "init_from": "train.init_from"}
 HARMLESS_CHANGES = ("max_time", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
@@ -150,6 +150,9 @@ def config_help() -> str:
 @click.option("--lr", type=float, help="Learning rate (train.lr).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (train.max_steps).")
 @click.option("--max-time", help="Stop after this much training time, e.g. 90s, 10m, 1.5h (train.max_time).")
+@click.option("--init-from", metavar="RUN|CHECKPOINT",
+              help="Fine-tune: start from a trained model's parameters, its vocabulary grown by SOURCE's new "
+                   "tokens; its model settings are kept (train.init_from).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration as YAML and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="Plain log lines instead of a progress bar.")
 def train(source, config_path, out, resume, force, assignments, print_config, quiet, **flags):
@@ -163,6 +166,7 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
       charrnn train data/input -c shakespeare --max-time 30m
       charrnn train data/input --set model.cell=gru --set train.lr=0.003
       charrnn train --out runs/input --resume            # after Ctrl-C
+      charrnn train new.txt --init-from runs/input --out runs/new   # fine-tune
     """
     from charrnn import run as runs
     from charrnn.config import resolve
@@ -173,11 +177,16 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
         return
     if resume and force:
         raise click.UsageError("--resume continues a run and --force replaces it; give one of them")
+    if resume and flags.get("train.init_from"):
+        raise click.UsageError("--init-from starts a new run from another model; leave it out with --resume")
     if source is None and not (resume and out):
         raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare` "
                                "(or --resume --out RUN)")
     out = out or Path("runs") / default_name(source)
     config = None if resume else resolve(config_path, assignments, flags)
+    init = None
+    if config is not None and config.train.init_from is not None:
+        config, init = runs.fine_tune_config(config, config_path, assignments, flags)
     if config is not None and config.model.bidirectional:
         raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
                         "set it to false (bidirectional layers are for library use)")
@@ -191,7 +200,7 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
                 raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
                                 f"or --out for a new run directory")
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
-            session = runs.open_session(source, out, config, saved, on_bytes=bar.update)
+            session = runs.open_session(source, out, config, saved, on_bytes=bar.update, init=init)
         trainer, state, reporter = start_training(session, config, held, quiet)
         second = (f"stopped at once by a second signal; {out}/last.npz is intact at the last step saved: "
                   f"resume with --resume")

@@ -80,6 +80,8 @@ class TrainConfig:
     seed: int = 1337
     threads: int = 0  # worker threads, each on a shard of the batch; 0: one per CPU core
     diverge_ratio: typing.Optional[float] = 3.0  # stop when a step's loss exceeds this x ln(vocab size); None: never
+    init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters
+    init_from_sha256: typing.Optional[str] = None  # the sha256 of that checkpoint (charrnn records it)
 
 
 @dataclass
@@ -335,5 +337,7 @@ def validate(config: Config):
     if train.max_steps is None and train.max_epochs is None and train.max_time is None:
         raise UserError("train.max_steps, train.max_epochs and train.max_time are all empty; set at least one "
                         "so that training stops")
+    if train.init_from_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", train.init_from_sha256):
+        raise UserError(f"train.init_from_sha256 must be 64 hexadecimal digits, not {train.init_from_sha256!r}")
     if train.lr_schedule == "cosine" and train.max_steps is None and train.max_epochs is None:
         raise UserError("the cosine schedule decays over train.max_steps (or train.max_epochs); set one of them")

@@ -93,6 +93,10 @@ def start_line(session, trainer) -> str:
     layout = f"{threads} worker thread{'s' if threads > 1 else ''}" + (
         " x 1 BLAS thread" if threads > 1 else "")
     cfg = trainer.cfg
+    if session.init is not None and session.saved is None:
+        old = len(session.init.meta["vocab"]["tokens"])
+        begin = (f"fine-tuning from {cfg.init_from} (sha256 {cfg.init_from_sha256[:12]}), "
+                 f"{session.data.vocab.size - old} new tokens")
     return (f"{session.run_dir.path}: {begin}; data {session.data.directory} ({data}, "
             f"{session.data.vocab.size} tokens in the vocabulary); {params:,} parameters; "
             f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; {layout}")

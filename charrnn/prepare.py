@@ -48,6 +48,7 @@ class PrepareOptions:
     min_count: int = 1
     encoding: str = "utf-8"
     errors: str = "strict"
+    extends: str | None = None  # sha256 of the vocabulary this one grows (fine-tuning), if any
 
     def validate(self):
         if self.level not in ("char", "word"):
@@ -142,8 +143,9 @@ def same_preparation(directory: Path, sources: list[dict], options: PrepareOptio
 
 
 def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bool = False,
-            on_bytes: Callable[[int], None] | None = None) -> dict:
+            on_bytes: Callable[[int], None] | None = None, base: Vocabulary | None = None) -> dict:
     """Prepare `sources` into `out`; returns the meta dict (with `"unchanged": True` if it was already there).
+    With a `base` vocabulary (fine-tuning) the vocabulary is `base` grown by the corpus's new tokens.
 
     Raises `UserError` for an empty corpus, a split that would be empty, an `out` that is not a
     directory, or one that holds a different preparation (unless `force`).
@@ -154,10 +156,10 @@ def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bo
         raise UserError(f"--out {out} is a file; give a directory for the prepared corpus")
     with DirectoryLock(out, "--out"):
         sweep_staging(out)
-        return prepare_locked(sources, out, options, force, on_bytes)
+        return prepare_locked(sources, out, options, force, on_bytes, base)
 
 
-def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_bytes) -> dict:
+def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_bytes, base) -> dict:
     counts, described = count_tokens(sources, options, on_bytes)
     total = sum(counts.values())
     if total == 0:
@@ -172,7 +174,8 @@ def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_
         if wanted[name] and size == 0:
             raise UserError(f"the {name} split would be empty ({total} tokens in all); "
                             f"use a larger corpus or change --val-frac/--test-frac")
-    vocab = Vocabulary.from_counts(counts, options.level, options.max_vocab, options.min_count)
+    vocab = base.grown(counts) if base is not None else Vocabulary.from_counts(
+        counts, options.level, options.max_vocab, options.min_count)
     meta = {"format_version": FORMAT_VERSION, "options": asdict(options), "sources": described,
             "tokens": sizes, "vocab_size": vocab.size, "dtype": vocab.dtype.str}
     staging = out.with_name(f".{out.name}.staging-{secrets.token_hex(4)}")

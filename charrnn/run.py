@@ -18,6 +18,7 @@ before training starts, removes it again, so a refused run leaves nothing behind
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from charrnn.config import Config, resolve
 from charrnn.corpus import resolve_sources
 from charrnn.data import Prepared
 from charrnn.errors import UserError
+from charrnn.finetune import grow
 from charrnn.files import sweep_temporaries, write_atomic
 from charrnn.lock import DirectoryLock
 from charrnn.model import RNNLM, State
@@ -78,13 +80,20 @@ def claim(out: Path):
                 sweep_temporaries(out)
 
 
-def open_source(source: str, run_dir: Path, on_bytes=None) -> tuple[Prepared, bool]:
+def open_source(source: str, run_dir: Path, on_bytes=None, base: Vocabulary | None = None) -> tuple[Prepared, bool]:
     """(data, prepared now?): a prepared directory as it is; text files, folders and built-in
-    corpora are prepared into RUN_DIR/data (reused while the sources' sha256 is unchanged)."""
+    corpora are prepared into RUN_DIR/data (reused while the sources' sha256 is unchanged). With
+    a `base` vocabulary (fine-tuning), the vocabulary is `base` grown by the corpus's new tokens."""
     path = Path(source)
     if path.is_dir() and (path / "meta.json").exists():
-        return Prepared.open(path), False
-    meta = prepare(resolve_sources([source]), run_dir / "data", PrepareOptions(), force=True, on_bytes=on_bytes)
+        data = Prepared.open(path)
+        if base is not None and data.vocab.tokens[: base.size] != base.tokens:
+            raise UserError(f"{source} was prepared with its own vocabulary; to fine-tune, give the text itself, "
+                            f"so that it is encoded with the model's vocabulary grown by its new tokens")
+        return data, False
+    options = PrepareOptions(level=base.level, extends=hashlib.sha256(base.to_json().encode()).hexdigest()) \
+        if base is not None else PrepareOptions()
+    meta = prepare(resolve_sources([source]), run_dir / "data", options, force=True, on_bytes=on_bytes, base=base)
     return Prepared.open(run_dir / "data"), not meta.get("unchanged")
 
 
@@ -116,15 +125,20 @@ class Session:
     model: RNNLM
     run_dir: RunDirectory
     saved: checkpoint.Checkpoint | None
+    init: checkpoint.Checkpoint | None = None  # the checkpoint a fine-tuning run starts from
 
     @property
     def start_progress(self) -> Progress:
         return progress_of(self.saved.meta) if self.saved is not None else Progress()
 
     def training_state(self, trainer) -> TrainingState:
-        """The resumed state, exactly as saved, or a fresh one from the seed."""
+        """The resumed state, exactly as saved, or a fresh one from the seed (carrying a fine-tuning
+        source's weights over, see `charrnn.finetune`; its optimizer state starts fresh)."""
         if self.saved is None:
-            return trainer.initial_state()
+            state = trainer.initial_state()
+            if self.init is not None:
+                state.params = grow(self.init.params, state.params, len(self.init.meta["vocab"]["tokens"]))
+            return state
         state = state_of(self.saved)
         if self.saved.meta["config"]["train"]["optimizer"] != trainer.cfg.optimizer:
             state.optimizer = trainer.optimizer.init(state.params)  # a new optimizer starts from zero state
@@ -132,14 +146,14 @@ class Session:
 
 
 def open_session(source: str | None, out: Path, config: Config, saved: checkpoint.Checkpoint | None,
-                 on_bytes=None) -> Session:
+                 on_bytes=None, init: checkpoint.Checkpoint | None = None) -> Session:
     """Check everything that can be checked, then open the data and the model. Nothing in `out`
     is changed here except RUN_DIR/data when SOURCE is prepared on the fly."""
     if source is None:
         source = saved.meta["data"]
         if not (Path(source) / "meta.json").exists():
             raise UserError(f"the run's data directory {source} is gone; give SOURCE to resume with")
-    data, prepared_now = open_source(source, out, on_bytes)
+    data, prepared_now = open_source(source, out, on_bytes, vocabulary_of(init.meta) if init is not None else None)
     if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
         raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
     check_encoding(config, data.vocab)
@@ -149,7 +163,7 @@ def open_session(source: str | None, out: Path, config: Config, saved: checkpoin
                    "training this model", "lower model.hidden_size, model.num_layers, train.batch_size or "
                                           "train.seq_len")
     run_dir = RunDirectory(out, config, data.vocab, data.directory)
-    return Session(data, prepared_now, RNNLM(config.model, data.vocab.size), run_dir, saved)
+    return Session(data, prepared_now, RNNLM(config.model, data.vocab.size), run_dir, saved, init)
 
 
 def check_encoding(config: Config, vocab: Vocabulary):
@@ -218,6 +232,8 @@ class RunDirectory:
         summary = {"reason": reason, "steps": progress.step, "epochs": progress.epoch, "tokens": progress.tokens,
                    "seconds": round(progress.elapsed, 1), "best_val_loss": progress.best_val,
                    "best_step": progress.best_step, "last_val_loss": progress.last_val}
+        if self.config.train.init_from is not None:
+            summary["init_from"] = {"path": self.config.train.init_from, "sha256": self.config.train.init_from_sha256}
         write_atomic(self.path / "summary.json", json.dumps(summary, indent=1))
 
 
@@ -232,6 +248,25 @@ def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config,
     changes = [f"train.{key}: {getattr(old, key)!r} -> {value!r}" for key, value in asdict(config.train).items()
                if getattr(old, key) != value]
     return config, saved, changes
+
+
+def fine_tune_config(config: Config, yaml_path, assignments, flags) -> tuple[Config, checkpoint.Checkpoint]:
+    """For a run with train.init_from: the source checkpoint, and the config with the source's model
+    settings (any model setting given that differs is refused) and the source's path and sha256."""
+    path = find_checkpoint(Path(config.train.init_from))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if config.train.init_from_sha256 not in (None, digest):
+        raise UserError(f"{path} has changed since its sha256 was recorded (train.init_from_sha256); "
+                        f"leave that key out to start from the file as it is now")
+    source = read_checkpoint(path)
+    source_model = source.meta["config"]["model"]
+    config = resolve(yaml_path, assignments, flags, base={"model": source_model})
+    changed = [f"model.{k}" for k, v in asdict(config.model).items() if source_model[k] != v]
+    if changed:
+        raise UserError(f"a fine-tuning run takes its model settings from {path}; leave out {', '.join(changed)} "
+                        f"(a config for fine-tuning needs only a train: section)")
+    config.train.init_from, config.train.init_from_sha256 = str(path.resolve()), digest
+    return config, source
 
 
 def find_checkpoint(target: Path) -> Path:

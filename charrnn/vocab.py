@@ -96,6 +96,15 @@ class Vocabulary:
             kept.insert(0, (UNK, dropped))
         return cls(level, tuple(t for t, _ in kept), tuple(c for _, c in kept))
 
+    def grown(self, counts: Counter) -> Vocabulary:
+        """This vocabulary with the tokens of `counts` it lacks appended, so every old token keeps its
+        id (fine-tuning keeps its weights): in code-point order at char level, by falling count then
+        text at word level. Counts become those of `counts` (0 for old tokens it lacks)."""
+        new = [t for t in counts if t not in self.index]
+        new.sort(key=(lambda t: t) if self.level == "char" else (lambda t: (-counts[t], t)))
+        tokens = (*self.tokens, *new)
+        return Vocabulary(self.level, tokens, tuple(int(counts.get(t, 0)) for t in tokens))
+
     @property
     def size(self) -> int:
         return len(self.tokens)
