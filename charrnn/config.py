@@ -40,7 +40,9 @@ class ModelConfig:
     dropout: float = 0.0  # between layers, training only
     bidirectional: bool = False  # sees the future: library use only, refused by `train`
     encoding: str = "onehot"  # onehot | bow | embedding
-    embedding_dim: int = 64
+    embedding_dim: int = 64  # set from the file when pretrained_embeddings is given
+    pretrained_embeddings: typing.Optional[str] = None  # word vectors in text format (embedding encoding)
+    freeze_embeddings: bool = False  # keep the embedding table fixed while training
     bow_window: int = 3
     init: str = "default"  # default (PyTorch's uniform) | orthogonal (recurrent weights)
     forget_bias: float = 0.0  # LSTM forget-gate bias at initialisation
@@ -333,6 +335,8 @@ def validate(config: Config):
     if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
                                   for b in betas):
         raise UserError(f"train.betas must be two numbers in [0, 1), not {betas!r}")
+    if (config.model.pretrained_embeddings or config.model.freeze_embeddings) and config.model.encoding != "embedding":
+        raise UserError("model.pretrained_embeddings and model.freeze_embeddings need model.encoding: embedding")
     train = config.train
     if train.max_steps is None and train.max_epochs is None and train.max_time is None:
         raise UserError("train.max_steps, train.max_epochs and train.max_time are all empty; set at least one "

@@ -97,9 +97,14 @@ def start_line(session, trainer) -> str:
         old = len(session.init.meta["vocab"]["tokens"])
         begin = (f"fine-tuning from {cfg.init_from} (sha256 {cfg.init_from_sha256[:12]}), "
                  f"{session.data.vocab.size - old} new tokens")
+    vectors = ""
+    if session.vectors is not None:
+        model = session.model.config
+        vectors = f"; {session.vectors.describe(model.pretrained_embeddings)}{', frozen' if model.freeze_embeddings else ''}"
     return (f"{session.run_dir.path}: {begin}; data {session.data.directory} ({data}, "
             f"{session.data.vocab.size} tokens in the vocabulary); {params:,} parameters; "
-            f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; {layout}")
+            f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; "
+            f"{layout}{vectors}")
 
 
 def failure_line(reason: str, step: int, run_dir, kept: bool) -> str:

@@ -38,6 +38,7 @@ from charrnn.model import RNNLM, State
 from charrnn.prepare import PrepareOptions, prepare
 from charrnn.schema import checkpoint_layout, config_of, progress_of, vocabulary_of
 from charrnn.train import Progress, TrainingState
+from charrnn.vectors import Vectors, read_vectors
 from charrnn.vocab import Vocabulary
 
 ONEHOT_LIMIT = 4096  # one-hot or bag-of-words input over more tokens than this is refused
@@ -126,6 +127,7 @@ class Session:
     run_dir: RunDirectory
     saved: checkpoint.Checkpoint | None
     init: checkpoint.Checkpoint | None = None  # the checkpoint a fine-tuning run starts from
+    vectors: Vectors | None = None  # pretrained embeddings a new run starts from
 
     @property
     def start_progress(self) -> Progress:
@@ -138,6 +140,9 @@ class Session:
             state = trainer.initial_state()
             if self.init is not None:
                 state.params = grow(self.init.params, state.params, len(self.init.meta["vocab"]["tokens"]))
+            if self.vectors is not None:
+                table = state.params["embedding.weight"]
+                table[self.vectors.ids] = self.vectors.rows.astype(table.dtype)
             return state
         state = state_of(self.saved)
         if self.saved.meta["config"]["train"]["optimizer"] != trainer.cfg.optimizer:
@@ -157,13 +162,17 @@ def open_session(source: str | None, out: Path, config: Config, saved: checkpoin
     if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
         raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
     check_encoding(config, data.vocab)
+    vectors = None
+    if config.model.pretrained_embeddings and saved is None and init is None:
+        vectors = read_vectors(Path(config.model.pretrained_embeddings), data.vocab)
+        config.model.embedding_dim = vectors.dim  # the file decides the width of the table
     train = config.train
     memory.require(memory.training_bytes(config.model, data.vocab.size, train.batch_size, train.seq_len,
                                          train.optimizer, train.threads or 1),
                    "training this model", "lower model.hidden_size, model.num_layers, train.batch_size or "
                                           "train.seq_len")
     run_dir = RunDirectory(out, config, data.vocab, data.directory)
-    return Session(data, prepared_now, RNNLM(config.model, data.vocab.size), run_dir, saved, init)
+    return Session(data, prepared_now, RNNLM(config.model, data.vocab.size), run_dir, saved, init, vectors)
 
 
 def check_encoding(config: Config, vocab: Vocabulary):

@@ -80,6 +80,7 @@ class Trainer:
         self.loss_limit = self.cfg.diverge_ratio * math.log(model.vocab_size) if self.cfg.diverge_ratio else math.inf
         self.report, self._save = report, save
         self.checked_step: int | None = None  # the step whose parameters a probe or validation found sane
+        self.frozen = ("embedding.weight",) if config.model.freeze_embeddings else ()
 
     def initial_state(self) -> TrainingState:
         """Fresh parameters and optimizer state from the seed."""
@@ -123,11 +124,14 @@ class Trainer:
             x, y = self.batcher.batch(progress.position)
             masks = self.model.dropout_masks(state.rng, cfg.seq_len, cfg.batch_size)
             loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, masks)
+            for name in self.frozen:
+                grads[name].fill(0)
             norm = clip_by_global_norm(grads, cfg.clip_norm)
             if failure := self.judge(loss if math.isfinite(norm) else math.nan, progress.step + 1):
                 return failure
             lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon)
-            self.optimizer.step(state.params, grads, state.optimizer, lr)
+            self.optimizer.step({k: v for k, v in state.params.items() if k not in self.frozen}, grads,
+                                state.optimizer, lr)
             state.hidden = final
             progress.step += 1
             progress.tokens += x.size
