@@ -156,7 +156,10 @@ def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bo
         raise UserError(f"--out {out} is a file; give a directory for the prepared corpus")
     with DirectoryLock(out, "--out"):
         sweep_staging(out)
-        return prepare_locked(sources, out, options, force, on_bytes, base)
+        try:
+            return prepare_locked(sources, out, options, force, on_bytes, base)
+        finally:
+            sweep_staging(out)  # whatever this run left, however it ended, while the lock is held
 
 
 def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_bytes, base) -> dict:
@@ -179,8 +182,8 @@ def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_
     meta = {"format_version": FORMAT_VERSION, "options": asdict(options), "sources": described,
             "tokens": sizes, "vocab_size": vocab.size, "dtype": vocab.dtype.str}
     staging = out.with_name(f".{out.name}.staging-{secrets.token_hex(4)}")
-    staging.mkdir()
     try:
+        staging.mkdir()
         write_splits(encode_stream(sources, vocab, options, on_bytes), sizes, vocab.dtype, staging)
         write_atomic(staging / "vocab.json", vocab.to_json())
         write_atomic(staging / "meta.json", json.dumps(meta, indent=1))

@@ -4,20 +4,42 @@
 with one line, an exit code of 130 or 143, and its `finally` blocks run (temporary files are
 removed). `requested()` instead records the first signal, so the training step in progress can
 finish and be saved; a second signal raises `Stopped` at once.
+
+An exception raised from a signal handler can land just after library code took a lock and
+before it could protect it, so the clean-up could wait on that lock for ever. Every raise
+therefore starts a safety net: if the process has not exited `GRACE_SECONDS` later, it says so
+and exits with the signal's code (cleaning up normally takes milliseconds).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 
 from charrnn.errors import Stopped
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+GRACE_SECONDS = 10
+
+
+def stop(signum: int, message: str | None = None) -> Stopped:
+    """The `Stopped` to raise, with the safety net started (see the module docstring)."""
+    stopped = Stopped(signum, message)
+
+    def force_exit():
+        os.write(2, f"Error: {stopped} (clean-up did not finish within {GRACE_SECONDS} s)\n".encode())
+        os._exit(stopped.exit_code)
+
+    timer = threading.Timer(GRACE_SECONDS, force_exit)
+    timer.daemon = True
+    timer.start()
+    return stopped
 
 
 def raise_stopped(signum, frame):
-    raise Stopped(signum)
+    raise stop(signum)
 
 
 def install():
@@ -50,7 +72,7 @@ def requested(second_message: str):
 
     def record(signum, frame):
         if received:
-            raise Stopped(signum, second_message)
+            raise stop(signum, second_message)
         received.append(signum)
 
     previous = {signum: signal.signal(signum, record) for signum in STOP_SIGNALS}

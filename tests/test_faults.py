@@ -375,3 +375,16 @@ def test_a_run_can_be_bounded_by_epochs_alone(tmp_path, prepared):
     assert result.exit_code == 0, result.output
     assert json.loads((out / "summary.json").read_text())["reason"] == "max_epochs"
     assert "steps of 4 x 8 tokens per epoch" in result.stderr and "parameters" in result.stderr
+
+
+def test_a_clean_up_that_deadlocks_after_a_signal_still_exits(tmp_path):
+    """The safety net: a signal that lands inside library code holding a lock can leave the clean-up
+    waiting on that lock; the process must still end, with its exit code and a line saying why."""
+    script = ("import threading, time\nfrom charrnn import signals\nsignals.GRACE_SECONDS = 1\nsignals.install()\n"
+              "lock = threading.Lock()\nprint('ready', flush=True)\ntry:\n    lock.acquire()\n    time.sleep(30)\n"
+              "finally:\n    lock.acquire()\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130 and "clean-up did not finish within 1 s" in stderr
