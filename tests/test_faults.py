@@ -381,7 +381,7 @@ def test_a_clean_up_that_deadlocks_after_a_signal_still_exits(tmp_path):
     """The safety net: a signal that lands inside library code holding a lock can leave the clean-up
     waiting on that lock; the process must still end, with its exit code and a line saying why."""
     script = ("import threading, time\nfrom charrnn import signals\nsignals.GRACE_SECONDS = 1\nsignals.install()\n"
-              "lock = threading.Lock()\nprint('ready', flush=True)\ntry:\n    lock.acquire()\n    time.sleep(30)\n"
+              "lock = threading.Lock()\nlock.acquire()\ntry:\n    print('ready', flush=True)\n    time.sleep(30)\n"
               "finally:\n    lock.acquire()\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
