@@ -1,0 +1,88 @@
+"""The `charrnn` command group and what every command shares.
+
+Each command (one module each in this package) parses, validates and delegates to the library.
+Every failure leaves through `Group.invoke`: one line on stderr and a non-zero exit code.
+Progress bars go to stderr (off with --quiet or when stderr is not a terminal); results to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+
+from charrnn import __version__, signals
+from charrnn.errors import Stopped, UserError, describe_os_error
+
+
+class Failure(click.ClickException):
+    """One line on stderr and a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(" ".join(message.split("\n")))
+        self.exit_code = exit_code
+
+
+class Group(click.Group):
+    """A click group whose commands end every failure with one line on stderr and a non-zero exit:
+    user mistakes, refusals of the operating system, lack of memory, stop signals, and (as an
+    internal error to report) anything else. CHARRNN_TRACEBACK=1 shows the traceback instead."""
+
+    def invoke(self, ctx):
+        try:
+            with signals.raised() if threading.current_thread() is threading.main_thread() else nullcontext():
+                return super().invoke(ctx)
+        except click.UsageError as error:
+            command = f"{ctx.command_path} {error.ctx.command.name}" if error.ctx and error.ctx is not ctx else ctx.command_path
+            raise Failure(f"{error.format_message()} (see '{command} --help')", error.exit_code) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except UserError as error:
+            raise Failure(str(error)) from None
+        except Stopped as stop:
+            raise Failure(str(stop), stop.exit_code) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted", 130) from None
+        except OSError as error:
+            raise Failure(describe_os_error(error)) from None
+        except MemoryError:
+            raise Failure("out of memory; lower the sizes (hidden_size, batch_size, seq_len, --length, "
+                          "--num-samples) or free memory") from None
+        except Exception as error:
+            if os.environ.get("CHARRNN_TRACEBACK"):
+                raise
+            raise Failure(f"internal error ({type(error).__name__}: {error}); this is a bug in charrnn: "
+                          f"please report it with the output of CHARRNN_TRACEBACK=1") from None
+
+
+def progress_bar(total: int, desc: str, unit: str, quiet: bool, **kwargs):
+    """A tqdm bar on stderr, disabled when quiet or when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, **kwargs)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="charrnn")
+def cli():
+    """Train character-level recurrent language models on a CPU.
+
+    \b
+    charrnn prepare corpus.txt              # vocabulary and train/val/test splits
+    charrnn train corpus.txt                # train, with checkpoints in runs/corpus
+    charrnn sample runs/corpus --prime "ROMEO:"
+    charrnn eval runs/corpus held_out.txt   # nats, bits per char, perplexity
+    """
+
+
+def default_name(corpus: str) -> str:
+    """`books/plays.txt` -> `plays`; a folder or built-in corpus keeps its own name; `-` is `stdin`."""
+    if corpus == "-":
+        return "stdin"
+    path = Path(corpus.rstrip("/"))
+    return path.stem if path.suffix else path.name

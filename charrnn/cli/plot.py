@@ -1,0 +1,28 @@
+"""`charrnn plot`: loss curves of runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charrnn.cli.group import cli
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=Path("curve.png"),
+              show_default=True, help="Image file to write (PNG, SVG, PDF by suffix).")
+@click.option("--title", default=None, help="Figure title.  [default: the run names]")
+def plot(runs, output, title):
+    """Draw train and val loss against tokens seen and wall time, one colour per run.
+
+    \b
+    Examples:
+      charrnn plot runs/shakespeare -o curve.png
+      charrnn plot runs/lstm runs/gru -o compare.png     # runs overlaid
+    """
+    from charrnn.plot import plot_runs
+
+    plot_runs(list(runs), output, title)
+    click.echo(f"wrote {output}")

@@ -1,0 +1,158 @@
+"""`charrnn train`: a new, resumed or fine-tuning run, with the run directory locked throughout.
+
+The first stop signal once training has begun finishes the step and saves; before that, and
+for a second signal, `charrnn.signals` ends the command at once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from charrnn import signals
+from charrnn.cli.group import cli, default_name, progress_bar
+from charrnn.errors import UserError
+
+
+TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
+               "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
+               "max_steps": "train.max_steps", "max_time": "train.max_time", "init_from": "train.init_from"}
+HARMLESS_CHANGES = ("max_time", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def config_help() -> str:
+    from charrnn.config import packaged_configs
+
+    return (f"YAML file with model: and train: sections, or the name of a shipped config "
+            f"({', '.join(packaged_configs())}).")
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--config", "-c", "config_path", metavar="FILE|NAME", help=config_help())
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Run directory.  [default: runs/<name of SOURCE>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.npz, exactly where it stopped "
+                                             "(SOURCE defaults to the run's own data).")
+@click.option("--force", is_flag=True, help="Start afresh in a run directory that already holds a run.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override one config key, e.g. train.lr=0.001 (repeatable).")
+@click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), help="Recurrent cell (model.cell).")
+@click.option("--hidden-size", type=int, help="Hidden units per layer (model.hidden_size).")
+@click.option("--layers", type=int, help="Number of stacked layers (model.num_layers).")
+@click.option("--seq-len", type=int, help="Truncated-BPTT length (train.seq_len).")
+@click.option("--batch-size", type=int, help="Parallel streams per step (train.batch_size).")
+@click.option("--lr", type=float, help="Learning rate (train.lr).")
+@click.option("--max-steps", type=int, help="Stop after this many steps (train.max_steps).")
+@click.option("--max-time", help="Stop after this much training time, e.g. 90s, 10m, 1.5h (train.max_time).")
+@click.option("--init-from", metavar="RUN|CHECKPOINT",
+              help="Fine-tune: start from a trained model's parameters, its vocabulary grown by SOURCE's new "
+                   "tokens; its model settings are kept (train.init_from).")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration as YAML and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="Plain log lines instead of a progress bar.")
+def train(source, config_path, out, resume, force, assignments, print_config, quiet, **flags):
+    """Train a model on SOURCE: a prepared directory, a text file or folder, or `shakespeare`.
+
+    Settings come from the defaults, then --config, then --set, then the flags.
+
+    \b
+    Examples:
+      charrnn train input.txt                            # -> runs/input/
+      charrnn train data/input -c shakespeare --max-time 30m
+      charrnn train data/input --set model.cell=gru --set train.lr=0.003
+      charrnn train --out runs/input --resume            # after Ctrl-C
+      charrnn train new.txt --init-from runs/input --out runs/new   # fine-tune
+    """
+    from charrnn import run as runs
+    from charrnn.config import resolve
+
+    flags = {TRAIN_FLAGS[k]: v for k, v in flags.items()}
+    if print_config:
+        click.echo(resolve(config_path, assignments, flags).to_yaml(), nl=False)
+        return
+    if resume and force:
+        raise click.UsageError("--resume continues a run and --force replaces it; give one of them")
+    if resume and flags.get("train.init_from"):
+        raise click.UsageError("--init-from starts a new run from another model; leave it out with --resume")
+    if source is None and not (resume and out):
+        raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare` "
+                               "(or --resume --out RUN)")
+    out = out or Path("runs") / default_name(source)
+    config = None if resume else resolve(config_path, assignments, flags)
+    init = None
+    if config is not None and config.train.init_from is not None:
+        config, init = runs.fine_tune_config(config, config_path, assignments, flags)
+    if config is not None and config.model.bidirectional:
+        raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
+                        "set it to false (bidirectional layers are for library use)")
+    with runs.claim(out) as held:
+        if resume:
+            config, saved, changes = runs.resume_config(out, config_path, assignments, flags)
+            warn_about_changes(changes, config)
+        else:
+            saved = None
+            if (out / "last.npz").exists() and not force:
+                raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
+                                f"or --out for a new run directory")
+        with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
+            session = runs.open_session(source, out, config, saved, on_bytes=bar.update, init=init)
+        trainer, state, reporter = start_training(session, config, held, quiet)
+        second = (f"stopped at once by a second signal; {out}/last.npz is intact at the last step saved: "
+                  f"resume with --resume")
+        with signals.requested(second) as stop:  # from here a first signal stops training gently
+            try:
+                reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
+                reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
+            finally:
+                reporter.close()
+            session.run_dir.write_summary(reason, state.progress)
+            if reason in ("non_finite", "diverged"):
+                from charrnn.console import failure_line
+
+                if held.fresh and session.run_dir.saved_step is None:
+                    held.keep = False  # a new run that saved nothing leaves nothing behind
+                raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
+            finish_training(reason, state, source, out)
+
+
+def warn_about_changes(changes: list[str], config):
+    """Warn of each resumed setting that bends the rest of the run away from the original one."""
+    for change in changes:
+        key = change.split(":")[0].split(".")[1]
+        cosine = config.train.lr_schedule == "cosine"
+        if key in HARMLESS_CHANGES or (key in ("max_steps", "max_epochs") and not cosine):
+            continue
+        why = ("the cosine schedule's horizon moves with it, so the learning rate from here on changes"
+               if key in ("max_steps", "max_epochs") else "the rest of the run differs from the original one")
+        click.echo(f"warning: resuming with {change}: {why}", err=True)
+
+
+def start_training(session, config, held, quiet):
+    """Build the trainer (its checks come first), then start the run directory and say what runs."""
+    from charrnn.console import TrainReporter, start_line
+    from charrnn.train import Trainer
+
+    reporter = TrainReporter(session.run_dir, session.start_progress, config.max_seconds, quiet)
+    trainer = Trainer(config, session.model, session.data.splits["train"], session.data.splits["val"],
+                      report=reporter, save=session.run_dir.save)
+    state = session.training_state(trainer)
+    held.started()
+    session.run_dir.start(state.progress.step if session.saved is not None else None)
+    click.echo(start_line(session, trainer), err=True)
+    return trainer, state, reporter
+
+
+def stop_name(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else "terminated"
+
+
+def finish_training(reason: str, state, source, out):
+    """The summary on stdout; a stopped run exits 130/143 after saying how to resume."""
+    from charrnn.console import summary_lines
+
+    for line in summary_lines(reason, state.progress, out):
+        click.echo(line)
+    if reason in ("interrupted", "terminated"):
+        resume = f"charrnn train {source} --out {out} --resume" if source else f"charrnn train --out {out} --resume"
+        click.echo(f"resume with: {resume}", err=True)
+        sys.exit(130 if reason == "interrupted" else 143)
