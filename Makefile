@@ -71,7 +71,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 torture: $(VENV)/.installed-test
-	CHARRNN_TORTURE=1 $(BIN)/python -m pytest tests/test_faults.py
+	CHARRNN_TORTURE=1 $(BIN)/python -m pytest tests/test_faults.py tests/test_checkpoint_fuzz.py
 
 $(DATA_MEMORY)/prepare.settings: export SETTINGS = $(PREPARE_SETTINGS)
 $(DATA_MEMORY)/prepare.settings: FORCE

@@ -251,9 +251,10 @@ def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config,
     Also returns what changed, as 'key: old -> new' lines."""
     saved = read_checkpoint(Path(run_dir) / "last.npz")
     config = resolve(yaml_path, assignments, flags, base=saved.meta["config"])
-    if asdict(config.model) != saved.meta["config"]["model"]:
+    old = config_of(saved.meta)  # keys added since the checkpoint was written take their defaults
+    if config.model != old.model:
         raise UserError("model settings cannot change when resuming; start a new run with --out to change them")
-    old = config_of(saved.meta).train
+    old = old.train
     changes = [f"train.{key}: {getattr(old, key)!r} -> {value!r}" for key, value in asdict(config.train).items()
                if getattr(old, key) != value]
     return config, saved, changes
@@ -268,7 +269,7 @@ def fine_tune_config(config: Config, yaml_path, assignments, flags) -> tuple[Con
         raise UserError(f"{path} has changed since its sha256 was recorded (train.init_from_sha256); "
                         f"leave that key out to start from the file as it is now")
     source = read_checkpoint(path)
-    source_model = source.meta["config"]["model"]
+    source_model = asdict(config_of(source.meta).model)  # keys added since it was written take their defaults
     config = resolve(yaml_path, assignments, flags, base={"model": source_model})
     changed = [f"model.{k}" for k, v in asdict(config.model).items() if source_model[k] != v]
     if changed:

@@ -105,3 +105,22 @@ def test_what_would_change_the_model_or_the_source_is_refused(tmp_path, trained_
     result = train(text, "--init-from", tmp_path / "missing", "--out", tmp_path / "ft", *TINY)
     assert_one_line_failure(result.exit_code, result.stderr, "no such run directory")
     assert not (tmp_path / "ft").exists()
+
+
+def test_runs_from_an_older_charrnn_whose_config_lacks_newer_keys_resume_and_fine_tune(tmp_path, trained_run):
+    from charrnn import checkpoint
+
+    old = tmp_path / "old"
+    old.mkdir()
+    saved = read_checkpoint(trained_run / "last.npz")
+    for key in ("pretrained_embeddings", "freeze_embeddings"):
+        del saved.meta["config"]["model"][key]
+    for key in ("diverge_ratio", "init_from", "init_from_sha256"):
+        del saved.meta["config"]["train"][key]
+    checkpoint.save(old / "last.npz", saved)
+    text = tmp_path / "new.txt"
+    text.write_text(NEW_TEXT)
+    resumed = train("--out", old, "--resume", "--max-steps", saved.meta["progress"]["step"] + 2, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    tuned = train(text, "--init-from", old / "last.npz", "--out", tmp_path / "ft", "--max-steps", 2, *TINY)
+    assert tuned.exit_code == 0, tuned.output
