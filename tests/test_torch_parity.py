@@ -1,7 +1,7 @@
 """Checkpoint arrays load into torch.nn.RNN/LSTM/GRU unchanged and give the same outputs.
 
-PyTorch is never a dependency: this module is skipped where torch is not installed (as in CI);
-`make bench` installs it in a separate environment, where this runs too.
+PyTorch is never a runtime dependency: this module is skipped where torch is not installed (a plain
+`make test`); `.ci/run` installs torch 2.13 into the test environment, so CI runs it.
 """
 
 import numpy as np
