@@ -146,21 +146,15 @@ def all_keys() -> list[str]:
 
 
 def closest(key: str) -> str:
-    """'; did you mean ...?' for a mistyped `section.key`: a known synonym first (learning_rate
-    -> lr), then the same name in another section, then the nearest spelling in its section."""
+    """'; did you mean ...?' for a mistyped `section.key`: the key of a known synonym or of the same
+    name in any section (learning_rate -> train.lr), else the nearest spelling in its section."""
     keys = all_keys()
     section, _, name = key.rpartition(".")
-    names_in = {s: [k.split(".")[1] for k in keys if k.startswith(s + ".")] for s in ("model", "train")}
-    candidates = names_in.get(section) or [k.split(".")[1] for k in keys]
-    synonym = SYNONYMS.get(name)
-    suggestion = next((k for k in keys if synonym and k.endswith("." + synonym)), None)
-    suggestion = suggestion or next((k for k in keys if k.split(".")[1] == name), None)
-    if suggestion is None:
-        near = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-        owner = section if section in names_in else None
-        suggestion = f"{owner}.{near[0]}" if near and owner else (next(k for k in keys if k.endswith("." + near[0]))
-                                                                   if near else None)
-    return f"; did you mean {suggestion!r}?" if suggestion else f"; valid keys are {', '.join(keys)}"
+    in_section = [k for k in keys if k.startswith(section + ".")] or keys
+    wanted = SYNONYMS.get(name, name)
+    near = difflib.get_close_matches(name, [k.split(".")[1] for k in in_section], n=1, cutoff=0.6)
+    found = [k for k in keys if k.split(".")[1] == wanted] or [k for k in in_section if k.split(".")[1] in near]
+    return f"; did you mean {found[0]!r}?" if found else f"; valid keys are {', '.join(keys)}"
 
 
 def closest_section(name: str) -> str:

@@ -3,8 +3,9 @@
 An optimizer is a small object holding its hyper-parameters; its state is a plain dict of arrays
 (`init(params)`: one array per parameter and slot, `<slot>/<name>`, plus Adam's step count `t`),
 updated in place by `step(params, grads, state, lr)`, so exact resume is just saving that dict;
-`state_layout` says what that dict holds without allocating it (the checkpoint loader checks it). Adam and AdamW share one implementation. Schedules are pure functions of the
-step and epoch, so a resumed run follows the same curve.
+`state_layout` says what that dict holds without allocating it (the checkpoint loader checks it).
+Adam and AdamW share one implementation. Schedules are pure functions of the step and epoch, so
+a resumed run follows the same curve.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ def read_checkpoint(path: Path) -> checkpoint.Checkpoint:
 
 
 class Claim:
-    """The lock on a run directory; `started()` marks the point after which nothing is removed."""
+    """A claimed run directory: whether it is `fresh` (new), and whether to `keep` it if the command
+    fails; `started()` marks the point after which nothing is removed."""
 
     def __init__(self, path: Path):
-        self.path, self.fresh, self.keep = Path(path), not Path(path).exists(), False
+        self.fresh, self.keep = not Path(path).exists(), False
 
     def started(self):
         self.keep = True

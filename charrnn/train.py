@@ -113,6 +113,7 @@ class Trainer:
         cfg, progress = self.cfg, state.progress
         losses: list[float] = []
         start_step = progress.step
+        trainable = {k: v for k, v in state.params.items() if k not in self.frozen}  # updated in place
         clock = time.perf_counter()
         while True:
             if (reason := should_stop()) is not None:
@@ -130,8 +131,7 @@ class Trainer:
             if failure := self.judge(loss if math.isfinite(norm) else math.nan, progress.step + 1):
                 return failure
             lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon)
-            self.optimizer.step({k: v for k, v in state.params.items() if k not in self.frozen}, grads,
-                                state.optimizer, lr)
+            self.optimizer.step(trainable, grads, state.optimizer, lr)
             state.hidden = final
             progress.step += 1
             progress.tokens += x.size
