@@ -10,12 +10,11 @@ before reading any array, so a crafted file is refused before it can allocate an
 from __future__ import annotations
 
 import json
-import typing
 
 import numpy as np
 
 from charrnn.checkpoint import Layout
-from charrnn.config import Config, resolve
+from charrnn.config import Config, coerce, field_types, resolve
 from charrnn.errors import UserError
 from charrnn.model import RNNLM
 from charrnn.optim import make_optimizer
@@ -44,16 +43,16 @@ def vocabulary_of(meta: dict) -> Vocabulary:
 
 
 def check_progress(progress: dict):
-    hints = typing.get_type_hints(Progress)
+    """Each progress field of its declared type (as config values are checked), and none negative."""
+    hints = field_types(Progress)
     if not set(progress) <= set(hints):  # fields added since an older format keep their defaults
         bad("progress fields")
     for name, value in progress.items():
-        allowed = tuple(a for a in typing.get_args(hints[name]) if a is not type(None)) or (hints[name],)
-        ok = (value is None and type(None) in typing.get_args(hints[name])) or (
-            isinstance(value, allowed) and not isinstance(value, bool)) or (
-            float in allowed and isinstance(value, int) and not isinstance(value, bool))
-        if not ok or (isinstance(value, (int, float)) and not np.isfinite(value)) or (
-                isinstance(value, int) and value < 0):
+        try:
+            coerce(f"progress.{name}", value, hints[name])
+        except UserError:
+            bad(f"progress.{name} = {value!r}")
+        if isinstance(value, (int, float)) and value < 0:
             bad(f"progress.{name} = {value!r}")
 
 
