@@ -109,15 +109,17 @@ def start_line(session, trainer) -> str:
 
 def failure_line(reason: str, step: int, run_dir, kept: bool) -> str:
     """Why a run stopped on bad numbers, and (truthfully) what the checkpoints on disk hold."""
-    saved = run_dir.saved_step
-    kept = (f"nothing was saved after step {saved:,}: the checkpoints in {run_dir.path} are from before it"
-            if saved is not None else "no checkpoint had been written, so the new run directory was removed"
-            if not kept else f"no checkpoint was written in {run_dir.path}")
+    if run_dir.saved_step is not None:
+        on_disk = f"nothing was saved after step {run_dir.saved_step:,}: the checkpoints in {run_dir.path} are from before it"
+    elif kept:
+        on_disk = f"no checkpoint was written in {run_dir.path}"
+    else:
+        on_disk = "no checkpoint had been written, so the new run directory was removed"
     if reason == "diverged":
         return (f"training diverged at step {step:,} (a loss above train.diverge_ratio x ln(vocabulary "
-                f"size), far worse than guessing); lower train.lr or train.clip_norm; {kept}")
+                f"size), far worse than guessing); lower train.lr or train.clip_norm; {on_disk}")
     return (f"the loss or the parameters became non-finite at step {step:,}; lower train.lr, and check "
-            f"train.eps and train.clip_norm; {kept}")
+            f"train.eps and train.clip_norm; {on_disk}")
 
 
 def format_duration(seconds: float) -> str:
