@@ -39,7 +39,7 @@ EVAL_SETTINGS = split=$(EVAL_SPLIT)
 # write $$SETTINGS into the target only when it differs, so its time marks a change of settings
 REMEMBER = @mkdir -p $(@D); printf '%s\n' "$$SETTINGS" | cmp -s - $@ || printf '%s\n' "$$SETTINGS" > $@
 
-.PHONY: help install test torture demo prepare train sample eval bench shakespeare clean FORCE
+.PHONY: help install test torture demo prepare train sample eval bench bench-mpi shakespeare clean FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -49,6 +49,7 @@ help:
 	@echo "make prepare|train|sample|eval CORPUS=file CONFIG=name-or-file RUN=runs/x [FORCE=1]"
 	@echo "make shakespeare   the 30-minute quality run on $(SHARED_CORPUS)"
 	@echo "make bench     speed against PyTorch CPU (installs torch==2.13.0 in $(BENCH_VENV))"
+	@echo "make bench-mpi threads against MPI ranks on this machine, and a projection across nodes"
 
 $(VENV)/.installed-test: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -141,6 +142,9 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m charrnn.bench $(BENCH_FLAGS)
+
+bench-mpi: $(VENV)/.installed-test
+	$(BIN)/python -m charrnn.bench_mpi $(SHARED_CORPUS) $(BENCH_FLAGS)
 
 clean:
 	rm -rf runs data/*/ $(MEMORY)

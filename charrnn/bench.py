@@ -51,7 +51,7 @@ class Ours:
     def __init__(self, cell, H, threads):
         self.model = RNNLM(ModelConfig(cell=cell, hidden_size=H, num_layers=LAYERS), V)
         self.params = self.model.init_params(np.random.default_rng(0))
-        self.sharded = ShardedModel(self.model, threads)
+        self.sharded = ShardedModel(self.model, threads, BATCH)
         rng = np.random.default_rng(1)
         self.x, self.y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
 

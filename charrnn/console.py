@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -89,9 +90,7 @@ def start_line(session, trainer) -> str:
     begin = f"resuming at step {progress.step:,}" if session.saved is not None else "new run"
     data = "prepared now" if session.prepared_now else "already prepared"
     params = sum(int(np.prod(shape)) for shape in session.model.param_shapes().values())
-    threads = trainer.sharded.workers
-    layout = f"{threads} worker thread{'s' if threads > 1 else ''}" + (
-        " x 1 BLAS thread" if threads > 1 else "")
+    layout = trainer.sharded.layout()["layout"]
     cfg = trainer.cfg
     if session.init is not None and session.saved is None:
         old = len(session.init.meta["vocab"]["tokens"])
@@ -134,7 +133,8 @@ def summary_lines(reason: str, progress, out) -> list[str]:
             if progress.best_val is not None else "not measured")
     lines = [f"stopped ({reason.replace('_', ' ')}) at step {progress.step}, epoch {progress.epoch}, "
              f"{progress.tokens:,} tokens in {format_duration(progress.elapsed)}; best val {best}",
-             f"checkpoints: {out}/best.npz, {out}/last.npz"]
+             "checkpoints: " + ", ".join(f"{out}/{name}" for name in ("best.npz", "last.npz")
+                                         if (Path(out) / name).exists())]
     if reason in ("interrupted", "terminated"):
         lines.append("the final validation pass was skipped so as to stop at once")
     else:

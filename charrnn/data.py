@@ -41,10 +41,11 @@ class Prepared:
 class StreamBatcher:
     """Batches (x, y), each (T, B), from B contiguous streams of one split.
 
-    `batch(k)` is step k of an epoch; `steps_per_epoch` of them cover the split once.
+    `batch(k)` is step k of an epoch; `steps_per_epoch` of them cover the split once. With
+    `rows`, only those streams are read (a process's share of the batch under MPI).
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int):
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, rows: slice = slice(None)):
         self.tokens = tokens
         self.seq_len = seq_len
         self.stream_len = len(tokens) // batch_size
@@ -52,10 +53,10 @@ class StreamBatcher:
         if self.steps_per_epoch < 1:
             raise UserError(f"the training split ({len(tokens)} tokens) is too small for batch_size {batch_size} x "
                             f"seq_len {seq_len}; lower them or use a larger corpus")
-        self.starts = np.arange(batch_size) * self.stream_len
+        self.starts = (np.arange(batch_size) * self.stream_len)[rows]
         self.offsets = np.arange(seq_len + 1)[:, None]
 
     def batch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Step k of an epoch -> inputs (T, B) and targets (T, B), both int64."""
+        """Step k of an epoch -> inputs (T, b) and targets (T, b) of the b streams read, both int64."""
         window = np.asarray(self.tokens[self.starts[None, :] + k * self.seq_len + self.offsets], dtype=np.int64)
         return window[:-1], window[1:]

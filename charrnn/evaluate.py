@@ -43,14 +43,18 @@ class Score:
         return math.exp(self.nats_per_token) if self.tokens else float("nan")
 
 
-def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256) -> Iterator[np.ndarray]:
+def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256,
+              rows: slice = slice(None)) -> Iterator[np.ndarray]:
     """tokens (N,) -> per chunk, the NLL in nats of its targets (T, S), S streams side by side.
 
     Each of the S streams predicts (N - 1) // S consecutive tokens; a leftover tail is not scored.
+    With `rows`, only those of the S streams are scored (a process's share of them).
     """
     per_stream = (len(tokens) - 1) // streams
-    starts = np.arange(streams) * per_stream
-    state = model.initial_state(streams)
+    starts = (np.arange(streams) * per_stream)[rows]
+    if len(starts) == 0:
+        return
+    state = model.initial_state(len(starts))
     for begin in range(0, per_stream, chunk):
         T = min(chunk, per_stream - begin)
         window = np.asarray(tokens[starts[None, :] + begin + np.arange(T + 1)[:, None]], dtype=np.int64)
@@ -58,10 +62,10 @@ def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 
         yield nll
 
 
-def score(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256) -> Score:
+def score(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256, rows: slice = slice(None)) -> Score:
     """The summed NLL of a token stream; see `chunk_nll`."""
     total, count = 0.0, 0
-    for nll in chunk_nll(model, params, tokens, streams, chunk):
+    for nll in chunk_nll(model, params, tokens, streams, chunk, rows):
         total += float(nll.sum(dtype=np.float64))
         count += nll.size
     return Score(total, count)

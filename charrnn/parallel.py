@@ -7,24 +7,32 @@ shard with single-threaded BLAS (set for the duration of the call, see `charrnn.
 the shard gradients are summed, weighted by their share of the tokens. Shards are fixed by the
 batch size and thread count, so results are deterministic for a given `threads` setting. Where
 the BLAS thread count cannot be set, one worker is used and BLAS keeps its own threads.
+
+Under MPI (`charrnn.distributed`) this process owns only a block of the batch's streams: the
+threads share that block, each shard weighted by its share of the whole batch, and `combine`
+sums the processes' parts with one collective.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 
 from charrnn.blas import OpenBLAS
+from charrnn.distributed import REQUESTS, Solo
+from charrnn.evaluate import Score, score
 from charrnn.model import RNNLM, State
 
 
-def resolve_threads(threads: int) -> int:
-    """0 means one worker per CPU core available to this process."""
+def resolve_threads(threads: int, processes_here: int = 1) -> int:
+    """0 means one worker per CPU core available, shared among the processes on this machine."""
     if threads:
         return threads
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // processes_here)
 
 
 def shard_slices(batch: int, workers: int) -> list[slice]:
@@ -43,23 +51,30 @@ def concatenate(states: list[State]) -> State:
 
 
 class ShardedModel:
-    """`loss_and_grads` and `token_nll` of an RNNLM, computed over batch shards in worker threads."""
+    """`loss_and_grads` and `token_nll` of an RNNLM over this process's streams of a global batch
+    of `batch`, computed in worker threads; `combine` adds the other processes' parts."""
 
-    def __init__(self, model: RNNLM, threads: int):
-        self.model = model
+    def __init__(self, model: RNNLM, threads: int, batch: int, comm=None):
+        self.model, self.batch, self.comm = model, batch, comm or Solo()
+        self.rows = self.comm.rows(batch)  # this process's streams
         self.blas = OpenBLAS.find()
-        self.workers = resolve_threads(threads) if self.blas is not None else 1
+        self.workers = resolve_threads(threads, self.comm.local_size) if self.blas is not None else 1
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self.flat: np.ndarray | None = None  # the buffer `combine` reduces
 
     def close(self):
         if self.pool is not None:
             self.pool.shutdown()
 
-    def map(self, function, batch: int):
-        """function(rows) over the shards -> (results, each shard's share of the batch)."""
+    def map(self, function, batch: int, whole: int | None = None):
+        """function(rows) over the shards of `batch` rows -> (results, each shard's share of `whole`
+        rows, by default `batch`)."""
+        whole = whole or batch
         slices = shard_slices(batch, self.workers)
         if self.pool is None or len(slices) == 1:
-            return [function(slice(0, batch))], [1.0]
+            # one worker: BLAS keeps its threads, unless other processes share this machine's cores
+            with self.blas.limited(1) if self.blas is not None and self.comm.size > 1 else nullcontext():
+                return [function(slice(0, batch))], [batch / whole]
         errors = np.geterr()  # NumPy's error state is per thread: give workers the caller's
 
         def in_worker(rows):
@@ -68,16 +83,21 @@ class ShardedModel:
 
         with self.blas.limited(1):
             results = list(self.pool.map(in_worker, slices))
-        return results, [(s.stop - s.start) / batch for s in slices]
+        return results, [(s.stop - s.start) / whole for s in slices]
 
     def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
-        """As RNNLM.loss_and_grads (without the initial-state gradient): (loss, grads, final state)."""
+        """tokens, targets (T, b) and state of this process's b streams, dropout masks (T, batch, D*H)
+        of the whole batch -> this process's part of the mean loss and its gradients (the whole of
+        them in a single process), and its streams' final state."""
+        if masks is not None:
+            masks = [m[:, self.rows] for m in masks]
+
         def shard(rows):
             shard_masks = [m[:, rows] for m in masks] if masks is not None else None
             return self.model.loss_and_grads(params, tokens[:, rows], targets[:, rows], select(state, rows), shard_masks)
 
-        results, weights = self.map(shard, tokens.shape[1])
-        if len(results) == 1:
+        results, weights = self.map(shard, tokens.shape[1], self.batch)
+        if len(results) == 1 and weights[0] == 1.0:
             loss, grads, final, _ = results[0]
             return loss, grads, final
         loss = sum(w * r[0] for w, r in zip(weights, results))
@@ -89,6 +109,49 @@ class ShardedModel:
             grads[name] = total
         return loss, grads, concatenate([r[2] for r in results])
 
+    def combine(self, loss: float, grads: dict[str, np.ndarray], elapsed: float, request: str | None):
+        """This process's part of the loss and gradients, its clock (seconds trained) and stop
+        request -> the whole loss and gradients, rank 0's clock and any process's request, the
+        same on every process. All of it travels in one flat buffer through one collective."""
+        if self.comm.size == 1:
+            return loss, grads, elapsed, request
+        names = list(grads)
+        sizes = [grads[name].size for name in names]
+        extra = 2 + len(REQUESTS)  # the clock as two parts (exact in float32 too), then the requests
+        if self.flat is None:
+            self.flat = np.empty(sum(sizes) + 1 + extra, grads[names[0]].dtype)
+        flat, offset = self.flat, 0
+        views = {}
+        for name, size in zip(names, sizes):
+            views[name] = flat[offset: offset + size].reshape(grads[name].shape)
+            views[name][...] = grads[name]
+            offset += size
+        clock = elapsed if self.comm.writes else 0.0
+        high = float(flat.dtype.type(clock))
+        flat[offset:] = [loss, high, clock - high, *(float(request == r) for r in REQUESTS)]
+        self.comm.sum(flat)
+        agreed = [r for r, flag in zip(REQUESTS, flat[offset + 3:]) if flag > 0]
+        return float(flat[offset]), views, float(flat[offset + 1]) + float(flat[offset + 2]), (agreed or [None])[0]
+
+    def layout(self) -> dict:
+        """How the work is laid out, and the seconds spent combining it across processes."""
+        return {"layout": self.comm.describe(self.workers), "processes": self.comm.size, "threads": self.workers,
+                "collective_seconds": round(self.comm.seconds, 3)}
+
+    def mean_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:
+        """The mean NLL over the whole batch of this process's tokens, targets (T, b) and state."""
+        nll, _ = self.token_nll(params, tokens, targets, state)
+        total = self.comm.sum(np.array([nll.sum(dtype=np.float64), nll.size], np.float64))
+        return float(total[0] / total[1])
+
+    def score(self, params, tokens: np.ndarray, streams: int, chunk: int) -> Score:
+        """As `charrnn.evaluate.score`, with the streams shared among the processes."""
+        local = score(self, params, tokens, streams, chunk, self.comm.rows(streams))
+        if self.comm.size == 1:
+            return local
+        total = self.comm.sum(np.array([local.nats, local.tokens], np.float64))
+        return Score(float(total[0]), int(total[1]))
+
     def token_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State):
         """As RNNLM.token_nll: (NLL (T, B), final state)."""
         results, _ = self.map(lambda rows: self.model.token_nll(params, tokens[:, rows], targets[:, rows],
@@ -97,3 +160,7 @@ class ShardedModel:
 
     def initial_state(self, batch: int) -> State:
         return self.model.initial_state(batch)
+
+    def own_initial_state(self) -> State:
+        """Zeros for this process's streams of the global batch."""
+        return self.model.initial_state(self.rows.stop - self.rows.start)

@@ -238,10 +238,11 @@ class RunDirectory:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def write_summary(self, reason: str, progress: Progress):
+    def write_summary(self, reason: str, progress: Progress, layout: dict):
+        """summary.json: why and where training stopped, and how the work was laid out (`layout`)."""
         summary = {"reason": reason, "steps": progress.step, "epochs": progress.epoch, "tokens": progress.tokens,
                    "seconds": round(progress.elapsed, 1), "best_val_loss": progress.best_val,
-                   "best_step": progress.best_step, "last_val_loss": progress.last_val}
+                   "best_step": progress.best_step, "last_val_loss": progress.last_val, **layout}
         if self.config.train.init_from is not None:
             summary["init_from"] = {"path": self.config.train.init_from, "sha256": self.config.train.init_from_sha256}
         write_atomic(self.path / "summary.json", json.dumps(summary, indent=1))

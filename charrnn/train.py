@@ -21,6 +21,11 @@ What it guarantees at the edges:
 - A stop asked from outside (`should_stop`, e.g. Ctrl-C) saves `last` at once, without that
   extra evaluation, so nobody waits for a pass over a large validation split.
 Only `max_time` depends on the wall clock; every other stopping rule is exact across resumes.
+
+With several processes (`comm`, see `charrnn.distributed`) every process runs this loop on its
+own streams. Every decision is taken from values that are the same on every process: the
+combined loss and gradients, rank 0's clock, and stop requests, which are sampled at each step's
+collective and acted on by all at the top of the next step.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ import numpy as np
 
 from charrnn.config import Config
 from charrnn.data import StreamBatcher
-from charrnn.evaluate import score
 from charrnn.model import RNNLM, State
 from charrnn.optim import all_finite, clip_by_global_norm, learning_rate, make_optimizer
 from charrnn.parallel import ShardedModel
@@ -70,10 +74,11 @@ class Trainer:
     """Trains `model` on the train split, validating on the val split."""
 
     def __init__(self, config: Config, model: RNNLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
-                 report: Callable[[str, dict], None], save: Callable[[TrainingState, tuple[str, ...]], None]):
+                 report: Callable[[str, dict], None], save: Callable[[TrainingState, tuple[str, ...]], None],
+                 comm=None):
         self.config, self.cfg, self.model = config, config.train, model
-        self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len)
-        self.sharded = ShardedModel(model, config.train.threads)
+        self.sharded = ShardedModel(model, config.train.threads, self.cfg.batch_size, comm)
+        self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len, self.sharded.rows)
         self.val_tokens = val_tokens[: self.cfg.eval_tokens] if self.cfg.eval_tokens else val_tokens
         self.optimizer = make_optimizer(self.cfg)
         self.horizon = self.cfg.max_steps or self.batcher.steps_per_epoch * (self.cfg.max_epochs or 1)
@@ -83,7 +88,7 @@ class Trainer:
         self.frozen = ("embedding.weight",) if config.model.freeze_embeddings else ()
 
     def initial_state(self) -> TrainingState:
-        """Fresh parameters and optimizer state from the seed."""
+        """Fresh parameters and optimizer state from the seed, with the hidden state of the whole batch."""
         rng = np.random.default_rng(self.cfg.seed)
         params = self.model.init_params(rng)
         return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
@@ -115,16 +120,20 @@ class Trainer:
         start_step = progress.step
         trainable = {k: v for k, v in state.params.items() if k not in self.frozen}  # updated in place
         clock = time.perf_counter()
+        requested = None  # a stop request agreed at the last step
         while True:
-            if (reason := should_stop()) is not None:
-                return self.save(state, ("last",)) or reason
+            if requested is not None:
+                return self.save(state, ("last",)) or requested
             if (reason := self.stop_reason(progress)) is not None:
                 break
             if progress.position == 0:
-                state.hidden = self.model.initial_state(cfg.batch_size)
+                state.hidden = self.sharded.own_initial_state()
             x, y = self.batcher.batch(progress.position)
             masks = self.model.dropout_masks(state.rng, cfg.seq_len, cfg.batch_size)
             loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, masks)
+            loss, grads, progress.elapsed, requested = self.sharded.combine(
+                loss, grads, progress.elapsed + time.perf_counter() - clock, should_stop())
+            clock = time.perf_counter()
             for name in self.frozen:
                 grads[name].fill(0)
             norm = clip_by_global_norm(grads, cfg.clip_norm)
@@ -134,13 +143,10 @@ class Trainer:
             self.optimizer.step(trainable, grads, state.optimizer, lr)
             state.hidden = final
             progress.step += 1
-            progress.tokens += x.size
+            progress.tokens += x.shape[0] * cfg.batch_size  # the whole batch, whichever streams are read here
             progress.position += 1
             if progress.position == self.batcher.steps_per_epoch:
                 progress.position, progress.epoch = 0, progress.epoch + 1
-            now = time.perf_counter()
-            progress.elapsed += now - clock
-            clock = now
             losses.append(loss)
             self.report("step", {"step": progress.step, "loss": loss, "lr": lr, "tokens": progress.tokens,
                                  "elapsed": progress.elapsed})
@@ -148,12 +154,14 @@ class Trainer:
                 progress.train_loss = float(np.mean(losses))
                 losses.clear()
                 self.report("log", self.record(progress, lr))
-            if progress.step % cfg.eval_every == 0 and (failure := self.validate(state, lr, scheduled=True)):
-                return failure
-            if progress.step % cfg.checkpoint_every == 0 and (
-                    failure := self.save(state, ("last", f"step-{progress.step}"))):
-                return failure
-            clock = time.perf_counter()
+            if progress.step % cfg.eval_every == 0:
+                if failure := self.validate(state, lr, scheduled=True):
+                    return failure
+                clock = time.perf_counter()  # validation time is not training time
+            if progress.step % cfg.checkpoint_every == 0:
+                if failure := self.save(state, ("last", f"step-{progress.step}")):
+                    return failure
+                clock = time.perf_counter()
         if progress.step % cfg.eval_every != 0 and progress.step > start_step:
             if losses:
                 progress.train_loss = float(np.mean(losses))
@@ -173,10 +181,9 @@ class Trainer:
     def probe(self, state: TrainingState) -> float:
         """The mean loss of the current parameters on the next training batch, changing nothing."""
         position = state.progress.position
-        hidden = self.model.initial_state(self.cfg.batch_size) if position == 0 else state.hidden
+        hidden = self.sharded.own_initial_state() if position == 0 else state.hidden
         x, y = self.batcher.batch(position)
-        nll, _ = self.sharded.token_nll(state.params, x, y, hidden)
-        return float(nll.mean(dtype=np.float64))
+        return self.sharded.mean_nll(state.params, x, y, hidden)
 
     def save(self, state: TrainingState, names: tuple[str, ...]) -> str | None:
         """Hand the state to the caller's `save` if it passes the probe (skipped when a validation of
@@ -197,7 +204,7 @@ class Trainer:
         if len(self.val_tokens) < 2:
             return self.save(state, ("best",))
         streams = max(1, min(self.cfg.batch_size, (len(self.val_tokens) - 1) // self.cfg.seq_len))
-        loss = score(self.sharded, state.params, self.val_tokens, streams, chunk=256).nats_per_token
+        loss = self.sharded.score(state.params, self.val_tokens, streams, chunk=256).nats_per_token
         if failure := self.judge(loss, progress.step):
             return failure
         self.checked_step = progress.step

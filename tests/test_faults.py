@@ -313,11 +313,12 @@ def test_a_nan_validation_loss_is_never_best(monkeypatch):
     from charrnn.config import Config
     from charrnn.evaluate import Score
     from charrnn.model import RNNLM
+    from charrnn.parallel import ShardedModel
 
     config = Config()
     config.model.hidden_size, config.model.num_layers = 8, 1
     config.train.batch_size, config.train.seq_len, config.train.eval_every, config.train.max_steps = 2, 4, 1, 5
-    monkeypatch.setattr(training, "score", lambda *args, **kwargs: Score(float("nan"), 10))
+    monkeypatch.setattr(ShardedModel, "score", lambda *args, **kwargs: Score(float("nan"), 10))
     saved = []
     trainer = training.Trainer(config, RNNLM(config.model, 4), np.arange(200) % 4, np.arange(50) % 4,
                                lambda kind, record: None, lambda state, names: saved.append(names))

@@ -19,7 +19,7 @@ def test_sharded_loss_gradients_and_state_equal_the_whole_batch(threads):
     model = RNNLM(ModelConfig(cell="lstm", hidden_size=6, num_layers=2, encoding="bow", dtype="float64"), 7)
     params = model.init_params(np.random.default_rng(0))
     tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 5, 7))
-    sharded = ShardedModel(model, threads)
+    sharded = ShardedModel(model, threads, 7)
     if sharded.workers == 1:
         pytest.skip("the BLAS thread count cannot be set here, so training does not shard")
     loss, grads, final = sharded.loss_and_grads(params, tokens, targets, model.initial_state(7))

@@ -36,27 +36,42 @@ class Group(click.Group):
         try:
             with signals.raised() if threading.current_thread() is threading.main_thread() else nullcontext():
                 return super().invoke(ctx)
-        except click.UsageError as error:
-            command = f"{ctx.command_path} {error.ctx.command.name}" if error.ctx and error.ctx is not ctx else ctx.command_path
-            raise Failure(f"{error.format_message()} (see '{command} --help')", error.exit_code) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except UserError as error:
-            raise Failure(str(error)) from None
-        except Stopped as stop:
-            raise Failure(str(stop), stop.exit_code) from None
-        except KeyboardInterrupt:
-            raise Failure("interrupted", 130) from None
-        except OSError as error:
-            raise Failure(describe_os_error(error)) from None
-        except MemoryError:
-            raise Failure("out of memory; lower the sizes (hidden_size, batch_size, seq_len, --length, "
-                          "--num-samples) or free memory") from None
-        except Exception as error:
-            if os.environ.get("CHARRNN_TRACEBACK"):
+        except BaseException as error:
+            failure = as_failure(error, ctx)
+            if failure is None or failure is error:
                 raise
-            raise Failure(f"internal error ({type(error).__name__}: {error}); this is a bug in charrnn: "
-                          f"please report it with the output of CHARRNN_TRACEBACK=1") from None
+            raise failure from None
+
+
+def as_failure(error: BaseException, ctx=None) -> click.ClickException | None:
+    """The one-line failure (with its exit code) that `error` ends a command with; None for what
+    is not a failure (an exit) or, with CHARRNN_TRACEBACK=1, an internal error to show in full."""
+    if isinstance(error, click.UsageError):
+        command = ctx.command_path if ctx is not None else "charrnn"
+        if ctx is not None and error.ctx and error.ctx is not ctx:
+            command = f"{ctx.command_path} {error.ctx.command.name}"
+        return Failure(f"{error.format_message()} (see '{command} --help')", error.exit_code)
+    if isinstance(error, click.ClickException):
+        return error
+    if isinstance(error, (click.exceptions.Exit, click.Abort, SystemExit)):
+        return None
+    if isinstance(error, UserError):
+        return Failure(str(error))
+    if isinstance(error, Stopped):
+        return Failure(str(error), error.exit_code)
+    if isinstance(error, KeyboardInterrupt):
+        return Failure("interrupted", 130)
+    if isinstance(error, OSError):
+        return Failure(describe_os_error(error))
+    if isinstance(error, MemoryError):
+        return Failure("out of memory; lower the sizes (hidden_size, batch_size, seq_len, --length, "
+                       "--num-samples) or free memory")
+    if os.environ.get("CHARRNN_TRACEBACK") or not isinstance(error, Exception):
+        return None
+    return Failure(f"internal error ({type(error).__name__}: {error}); this is a bug in charrnn: "
+                   f"please report it with the output of CHARRNN_TRACEBACK=1")
 
 
 def progress_bar(total: int, desc: str, unit: str, quiet: bool, **kwargs):

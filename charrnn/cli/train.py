@@ -63,10 +63,22 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
       charrnn train --out runs/input --resume            # after Ctrl-C
       charrnn train new.txt --init-from runs/input --out runs/new   # fine-tune
     """
+    from charrnn.cli.ranks import connect_or_leave, follow, leading
+
+    comm = connect_or_leave()
+    if not comm.writes:
+        return follow(comm, "stopped at once by a second signal")
+    with leading(comm) as lead:
+        prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet,
+                          {TRAIN_FLAGS[k]: v for k, v in flags.items()})
+
+
+def prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet, flags):
+    """Rank 0's (or the only process's) part of `train`: check, prepare, claim, train, summarise."""
     from charrnn import run as runs
+    from charrnn.cli.ranks import aborting, own_streams
     from charrnn.config import resolve
 
-    flags = {TRAIN_FLAGS[k]: v for k, v in flags.items()}
     if print_config:
         click.echo(resolve(config_path, assignments, flags).to_yaml(), nl=False)
         return
@@ -94,18 +106,24 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
             if (out / "last.npz").exists() and not force:
                 raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
                                 f"or --out for a new run directory")
+        if config.train.batch_size < comm.size:
+            raise UserError(f"train.batch_size {config.train.batch_size} is smaller than the {comm.size} MPI "
+                            f"processes; give every process at least one stream")
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = runs.open_session(source, out, config, saved, on_bytes=bar.update, init=init)
-        trainer, state, reporter = start_training(session, config, held, quiet)
+        trainer, state, reporter = start_training(session, config, held, quiet, comm)
+        lead.ready(config, session.data.directory, state)
+        state = own_streams(state, comm, config.train.batch_size)
         second = (f"stopped at once by a second signal; {out}/last.npz is intact at the last step saved: "
                   f"resume with --resume")
         with signals.requested(second) as stop:  # from here a first signal stops training gently
             try:
                 reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
-                reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
+                with aborting(comm):
+                    reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
             finally:
                 reporter.close()
-            session.run_dir.write_summary(reason, state.progress)
+            session.run_dir.write_summary(reason, state.progress, trainer.sharded.layout())
             if reason in ("non_finite", "diverged"):
                 from charrnn.console import failure_line
 
@@ -127,14 +145,16 @@ def warn_about_changes(changes: list[str], config):
         click.echo(f"warning: resuming with {change}: {why}", err=True)
 
 
-def start_training(session, config, held, quiet):
+def start_training(session, config, held, quiet, comm):
     """Build the trainer (its checks come first), then start the run directory and say what runs."""
+    from charrnn.cli.ranks import saving_whole
     from charrnn.console import TrainReporter, start_line
     from charrnn.train import Trainer
 
     reporter = TrainReporter(session.run_dir, session.start_progress, config.max_seconds, quiet)
     trainer = Trainer(config, session.model, session.data.splits["train"], session.data.splits["val"],
-                      report=reporter, save=session.run_dir.save)
+                      report=reporter, save=saving_whole(comm, session.run_dir.save, config.train.batch_size),
+                      comm=comm)
     state = session.training_state(trainer)
     held.started()
     session.run_dir.start(state.progress.step if session.saved is not None else None)
