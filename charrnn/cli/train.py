@@ -118,8 +118,8 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
                   f"resume with --resume")
         with signals.requested(second) as stop:  # from here a first signal stops training gently
             try:
-                reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
-                with aborting(comm):
+                with aborting(comm):  # from here the other ranks train alongside: a failure must end them too
+                    reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
                     reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
             finally:
                 reporter.close()
