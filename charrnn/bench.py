@@ -61,8 +61,7 @@ class Ours:
             p -= LR * grads[name]
 
     def sample(self, n):
-        generate(self.model, self.params, np.array([0]), n, 1, SamplingSettings(1.0), np.random.default_rng(0),
-                 score=False)
+        generate(self.model, self.params, np.array([0]), n, 1, SamplingSettings(1.0), np.random.default_rng(0))
 
 
 class Torch:

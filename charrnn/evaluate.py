@@ -142,23 +142,41 @@ def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, n
     return ids, missing, pieces
 
 
+class TextScorer:
+    """Scores texts fed one after another as one stream, as `charrnn eval` does: unknown tokens
+    are skipped or mapped to <unk> (an error with `strict`). With `keep`, it also keeps every
+    token as shown with its NLL, for a page."""
+
+    def __init__(self, model, params, vocab: Vocabulary, strict: bool = False, chunk: int = 512, keep: bool = False,
+                 adapter=None):
+        self.scorer = StreamScorer(model, params, chunk, adapter)
+        self.vocab, self.strict, self.keep = vocab, strict, keep
+        self.unknown, self.shown, self.nll_parts, self.masks = 0, [], [], []
+
+    def feed(self, text: str):
+        first = self.scorer.previous is None
+        ids, missing, pieces = known_ids(text, self.vocab, self.strict)
+        self.unknown += int(missing.sum())
+        nll = self.scorer.feed(ids)
+        if self.keep:
+            self.shown.extend(pieces or list(text))
+            self.masks.append(missing)
+            self.nll_parts.append(spread(nll, missing, self.vocab.unk_id is not None, first))
+
+    def result(self) -> TextScore:
+        handling = "error" if self.strict else ("mapped to <unk>" if self.vocab.unk_id is not None else "skipped")
+        return TextScore(self.scorer.score, self.unknown, handling, self.shown, concat(self.nll_parts, np.float64),
+                         concat(self.masks, bool))
+
+
 def score_files(model, params, vocab: Vocabulary, sources, encoding: str, strict: bool, chunk: int,
                 keep: bool, on_bytes=None, adapter=None) -> TextScore:
     """Score text sources as one stream, reading them in bounded chunks (adapting, with an adapter)."""
-    scorer = StreamScorer(model, params, chunk, adapter)
-    unknown, shown, nll_parts, masks = 0, [], [], []
+    scorer = TextScorer(model, params, vocab, strict, chunk, keep, adapter)
     for source in sources:
         for text in word_aware(read_text(source, encoding, "strict", on_bytes), vocab.level):
-            first = scorer.previous is None
-            ids, missing, pieces = known_ids(text, vocab, strict)
-            unknown += int(missing.sum())
-            nll = scorer.feed(ids)
-            if keep:
-                shown.extend(pieces or list(text))
-                masks.append(missing)
-                nll_parts.append(spread(nll, missing, vocab.unk_id is not None, first))
-    handling = "error" if strict else ("mapped to <unk>" if vocab.unk_id is not None else "skipped")
-    return TextScore(scorer.score, unknown, handling, shown, concat(nll_parts, np.float64), concat(masks, bool))
+            scorer.feed(text)
+    return scorer.result()
 
 
 def spread(nll: np.ndarray, missing: np.ndarray, mapped: bool, first: bool) -> np.ndarray:

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 
 from charrnn.errors import UserError
 from charrnn.vocab import Vocabulary
+
+
+class SettingError(UserError):
+    """A generation setting out of range. `field` is its name in the API (`top_k`); the message
+    names it as the command-line flag (`--top-k`)."""
+
+    def __init__(self, name: str, rule: str):
+        self.field, self.rule = name, rule
+        super().__init__(f"--{name.replace('_', '-')} {rule}")
 
 
 @dataclass(frozen=True)
@@ -26,11 +35,11 @@ class SamplingSettings:
 
     def validate(self):
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise UserError(f"--temperature must be 0 (greedy) or a finite positive number, not {self.temperature}")
+            raise SettingError("temperature", f"must be 0 (greedy) or a finite positive number, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
-            raise UserError(f"--top-k must be at least 1, not {self.top_k}")
+            raise SettingError("top_k", f"must be at least 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+            raise SettingError("top_p", f"must be in (0, 1], not {self.top_p}")
 
 
 def next_token_probabilities(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
@@ -95,30 +104,46 @@ def encode_prime(prime: str, vocab: Vocabulary) -> tuple[np.ndarray, str, list[s
     return ids, prime, unknown
 
 
-def generate(model, params, prime: np.ndarray, length: int, num_samples: int, settings: SamplingSettings,
-             rng: np.random.Generator, on_tokens: Callable[[np.ndarray], None] | None = None,
-             score: bool = True):
-    """Feed `prime` (P >= 1 ids) to every stream, then draw `length` tokens per stream.
-
-    Returns (tokens (M, length), mean log-probability in nats of each stream's tokens under the
-    model's untempered distribution (M,), or zeros unless `score`). `on_tokens` gets each step's
-    (M,) tokens as drawn.
-    """
-    stepper = model.stepper(params, num_samples)
+def primed_stepper(model, params, prime: np.ndarray, streams: int, state=None):
+    """A stepper for `streams` streams that has read all of `prime` (P >= 1 ids) but its last id,
+    starting from `state` (one stream's, repeated) or from zeros -> (stepper, last ids (streams,))."""
+    stepper = model.stepper(params, streams)
+    if state is not None:
+        stepper.reset(repeat_state(state, streams))
     if len(prime) > 1:
-        context = np.repeat(np.asarray(prime[:-1], np.int64)[:, None], num_samples, axis=1)
-        _, state, _ = model.forward(params, context, stepper.state)
-        stepper.reset(state)
-    current = np.full(num_samples, prime[-1], dtype=np.int64)
-    out = np.empty((num_samples, length), dtype=np.int64)
-    logprob = np.zeros(num_samples)
-    rows = np.arange(num_samples)
-    for t in range(length):
+        context = np.repeat(np.asarray(prime[:-1], np.int64)[:, None], streams, axis=1)
+        _, primed, _ = model.forward(params, context, stepper.state)
+        stepper.reset(primed)
+    return stepper, np.full(streams, prime[-1], dtype=np.int64)
+
+
+def repeat_state(state, streams: int):
+    """One stream's state (each array (1, H); history (K-1, 1)) -> the same for `streams` streams."""
+    return rows_of(state, np.zeros(streams, dtype=np.int64))
+
+
+def rows_of(state, rows: np.ndarray):
+    """The state of streams `rows` (R,) of a batch, copied: each array (R, H), history (K-1, R)."""
+    from charrnn.model import State
+
+    return State([tuple(a[rows] for a in layer) for layer in state.layers], state.history[:, rows])
+
+
+def token_stream(stepper, current: np.ndarray, settings: SamplingSettings,
+                 rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Feed `current` (B,), then for ever: yield (the tokens drawn (B,), the logits (B, V) they were
+    drawn from), feeding each draw back in. One uniform per stream per step."""
+    while True:
         logits = stepper.step(current)
         current = draw(next_token_probabilities(logits, settings), rng)
-        if score:
-            logprob += log_softmax_rows(logits)[rows, current]
-        out[:, t] = current
-        if on_tokens is not None:
-            on_tokens(current)
-    return out, logprob / max(1, length)
+        yield current, logits
+
+
+def generate(model, params, prime: np.ndarray, length: int, num_samples: int, settings: SamplingSettings,
+             rng: np.random.Generator) -> np.ndarray:
+    """Feed `prime` (P >= 1 ids) to every stream, then draw `length` tokens per stream -> (M, length)."""
+    stepper, current = primed_stepper(model, params, prime, num_samples)
+    out = np.empty((num_samples, length), dtype=np.int64)
+    for t, (tokens, _) in zip(range(length), token_stream(stepper, current, settings, rng)):
+        out[:, t] = tokens
+    return out

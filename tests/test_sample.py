@@ -45,7 +45,7 @@ def chi_square(counts, expected_probs):
 ])
 def test_sample_frequencies_match_the_tempered_truncated_distribution(settings, expected):
     model, params = toy_model()
-    tokens, _ = generate(model, params, np.array([0]), 2, 20000, settings, np.random.default_rng(0))
+    tokens = generate(model, params, np.array([0]), 2, 20000, settings, np.random.default_rng(0))
     counts = np.bincount(tokens.ravel(), minlength=len(LOGITS)).astype(float)
     assert counts[expected == 0].sum() == 0
     statistic, df = chi_square(counts, expected)

@@ -20,8 +20,7 @@ def read_prime(prime_file) -> str:
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--length", "-n", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Tokens to generate per sample.")
+@click.option("--length", "-n", type=int, default=500, show_default=True, help="Tokens to generate per sample.")
 @click.option("--temperature", "-t", type=float, default=1.0, show_default=True,
               help="Softmax temperature; 0 picks the most likely token every time.")
 @click.option("--top-k", type=int, default=None, help="Sample only among the K most likely tokens.")
@@ -29,13 +28,20 @@ def read_prime(prime_file) -> str:
 @click.option("--prime", default=None, help="Text fed to the model first and printed before the continuation.")
 @click.option("--prime-file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True),
               help="Read the prime from a file (UTF-8), or from standard input with -.")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--seed", type=int, default=None,
               help="Random seed (0 or more); the same seed and settings give the same text.")
-@click.option("--num-samples", "-m", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Samples, generated as one batch.")
+@click.option("--num-samples", "-m", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
+@click.option("--stop", multiple=True, metavar="TEXT",
+              help="End a sample where it produces TEXT, which is not printed (repeatable).")
+@click.option("--beam", type=int, default=None, metavar="K",
+              help="Beam search of width K for the most likely continuation (deterministic; see the README).")
+@click.option("--best-of", type=int, default=None, metavar="N",
+              help="Draw N samples for each one printed and keep the one with the highest mean log-probability.")
+@click.option("--interactive", "-i", is_flag=True,
+              help="A prompt: type text, the model continues it and remembers everything said (/help for commands).")
 @click.option("--stream/--no-stream", default=None, help="Print tokens as they are generated.  [default: on for one sample on a terminal]")
 @click.option("--json", "as_json", is_flag=True, help="Print the samples with their settings and mean log-probability as JSON.")
-def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_samples, stream, as_json):
+def sample(run, prime_file, interactive, stream, as_json, **settings):
     """Generate text from a trained model: RUN is a run directory (best.npz, else last.npz) or a checkpoint.
 
     Several samples are printed one after another, each under a `--- sample i of M ---` line.
@@ -44,47 +50,61 @@ def sample(run, length, temperature, top_k, top_p, prime, prime_file, seed, num_
     Examples:
       charrnn sample runs/input --prime "ROMEO:" --temperature 0.8
       charrnn sample runs/input --top-p 0.9 --num-samples 3 --length 200 --seed 1
+      charrnn sample runs/input --prime "ROMEO:" --stop $'\\n\\n' --best-of 8
+      charrnn sample runs/input --prime "JULIET:" --beam 8 --length 80
+      charrnn sample runs/input --interactive
     """
-    import json
-
-    import numpy as np
-
     from charrnn import memory
+    from charrnn.generation import GenerationRequest
     from charrnn.run import load_model
-    from charrnn.sample import SamplingSettings, encode_prime, generate
 
-    settings = SamplingSettings(temperature, top_k, top_p)
-    settings.validate()
-    if prime is not None and prime_file is not None:
+    if settings["prime"] is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
-    model, params, vocab, _ = load_model(run)
-    memory.require(memory.sampling_bytes(model.config, vocab.size, num_samples, length),
-                   f"sampling {num_samples:,} x {length:,} tokens", "lower --num-samples or --length")
     if prime_file is not None:
-        prime = read_prime(prime_file)
-    prime_ids, shown_prime, mapped = encode_prime(prime or "", vocab)
-    if mapped:
-        click.echo(f"warning: mapped to <unk>: {' '.join(map(repr, mapped))}", err=True)
-    seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**32)
-    stream = stream if stream is not None else (num_samples == 1 and sys.stdout.isatty() and not as_json)
-    if stream and num_samples == 1 and not as_json:
-        click.echo(shown_prime, nl=False)
-        on_tokens = lambda tokens: click.echo(vocab.tokens[tokens[0]], nl=False)  # noqa: E731
-    else:
-        on_tokens = None
-    tokens, mean_logprob = generate(model, params, prime_ids, length, num_samples, settings,
-                                    np.random.default_rng(seed), on_tokens, score=as_json)
-    texts = [shown_prime + vocab.decode(row) for row in tokens]
+        settings["prime"] = read_prime(prime_file)
+    settings["prime"] = settings["prime"] or ""
+    request = GenerationRequest(**settings)
+    request.validate()
+    if interactive and (as_json or request.num_samples > 1 or request.best_of is not None):
+        raise click.UsageError("--interactive continues one text: leave out --json, --num-samples and --best-of")
+    model, params, vocab, _ = load_model(run)
+    memory.require(memory.sampling_bytes(model.config, vocab.size, request.streams, request.length),
+                   f"sampling {request.streams:,} x {request.length:,} tokens", "lower --num-samples or --length")
+    if interactive:
+        from charrnn.cli.interactive import converse
+
+        return converse(model, params, vocab, request)
+    print_samples(model, params, vocab, request.with_seed(), stream, as_json)
+
+
+def print_samples(model, params, vocab, request, stream: bool | None, as_json: bool):
+    """Generate, streaming one sample to a terminal as it comes; then print the text, or JSON."""
+    import json
+    from dataclasses import asdict
+
+    from charrnn.generation import Generation, settings_record
+
+    generation = Generation(model, params, vocab, request)
+    if generation.mapped:
+        click.echo(f"warning: mapped to <unk>: {' '.join(map(repr, generation.mapped))}", err=True)
+    if stream is None:
+        stream = request.num_samples == 1 and sys.stdout.isatty() and not as_json
+    stream = stream and request.num_samples == 1 and not as_json
+    if stream:
+        click.echo(generation.shown_prime, nl=False)
+    for pieces in generation:
+        if stream:
+            click.echo("".join(text for _, text in pieces), nl=False)
+    texts = [s.text for s in generation.samples]
     if as_json:
-        click.echo(json.dumps({"settings": {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                                            "length": length, "seed": seed, "prime": shown_prime},
-                               "samples": [{"text": text, "mean_logprob": float(lp)}
-                                           for text, lp in zip(texts, mean_logprob)]}, ensure_ascii=False))
-    elif on_tokens is not None:
+        click.echo(json.dumps({"settings": settings_record(request, generation.shown_prime),
+                               "samples": [asdict(s) for s in generation.samples]},
+                              ensure_ascii=False))
+    elif stream:
         click.echo()
-    elif num_samples == 1:
+    elif len(texts) == 1:
         click.echo(texts[0])
     else:
         for index, text in enumerate(texts, start=1):
-            click.echo(f"--- sample {index} of {num_samples} ---")
+            click.echo(f"--- sample {index} of {len(texts)} ---")
             click.echo(text)

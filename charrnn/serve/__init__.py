@@ -1,0 +1,1 @@
+"""`charrnn serve`: a loaded model behind an HTTP API and a playground page (the `[serve]` extra)."""
