@@ -39,7 +39,7 @@ EVAL_SETTINGS = split=$(EVAL_SPLIT)
 # write $$SETTINGS into the target only when it differs, so its time marks a change of settings
 REMEMBER = @mkdir -p $(@D); printf '%s\n' "$$SETTINGS" | cmp -s - $@ || printf '%s\n' "$$SETTINGS" > $@
 
-.PHONY: help install test torture demo prepare train sample eval bench bench-mpi shakespeare clean FORCE
+.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve shakespeare clean FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -50,6 +50,7 @@ help:
 	@echo "make shakespeare   the 30-minute quality run on $(SHARED_CORPUS)"
 	@echo "make bench     speed against PyTorch CPU (installs torch==2.13.0 in $(BENCH_VENV))"
 	@echo "make bench-mpi threads against MPI ranks on this machine, and a projection across nodes"
+	@echo "make bench-serve   requests/s and latency of charrnn serve on the demo model"
 
 $(VENV)/.installed-test: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -145,6 +146,10 @@ bench: $(BENCH_VENV)/.installed
 
 bench-mpi: $(VENV)/.installed-test
 	$(BIN)/python -m charrnn.bench_mpi $(SHARED_CORPUS) $(BENCH_FLAGS)
+
+bench-serve: $(VENV)/.installed-test
+	test -f runs/demo/best.npz || $(MAKE) demo
+	$(BIN)/python -m charrnn.bench_serve runs/demo $(BENCH_FLAGS)
 
 clean:
 	rm -rf runs data/*/ $(MEMORY)

@@ -1,8 +1,10 @@
 """The HTTP API and playground of `charrnn serve`, on Starlette.
 
 Routes only parse and check the JSON, build the same `GenerationRequest` that `charrnn sample`
-validates, and call the library; the model's work runs in worker threads, off the event loop,
-so requests are served concurrently (each request's samples are one batch). Streaming wraps the
+validates, and call the library. The model's work runs in a pool of worker threads (one per
+core), off the event loop: requests are served concurrently, their steps interleaved, and each
+request's samples are one batch. More threads than cores would only fight over the interpreter
+lock. Streaming wraps the
 `Generation` iterator as Server-Sent Events, one step at a time: when the client goes away, the
 stream is cancelled and no further step is taken.
 
@@ -19,13 +21,14 @@ API never reads or writes a file named in a request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -34,6 +37,7 @@ from starlette.routing import Route
 from charrnn.errors import UserError
 from charrnn.evaluate import TextScorer
 from charrnn.generation import Generation, GenerationRequest, Limits, settings_record
+from charrnn.parallel import resolve_threads
 from charrnn.sample import SettingError
 
 LN2 = math.log(2)
@@ -126,9 +130,14 @@ def generation_request(body: dict, limits: Limits) -> tuple[GenerationRequest, b
 class Server:
     """The loaded model and what the routes share: limits and the generations in progress."""
 
-    def __init__(self, model, params, vocab, meta: dict, limits: ServerLimits):
+    def __init__(self, model, params, vocab, meta: dict, limits: ServerLimits, workers: int):
         self.model, self.params, self.vocab, self.meta, self.limits = model, params, vocab, meta, limits
         self.active = 0
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="charrnn")  # the model's work, off the event loop
+
+    async def work(self, function, *args):
+        """function(*args) in one of the model's worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
     def start(self, request: GenerationRequest) -> Generation:
         try:
@@ -149,7 +158,7 @@ class Server:
                                      headers={"Cache-Control": "no-cache"})
         self.active += 1
         try:
-            await run_in_threadpool(lambda: [None for _ in generation])
+            await self.work(lambda: [None for _ in generation])
         finally:
             self.active -= 1
         return JSONResponse(self.answer(generation))
@@ -161,7 +170,7 @@ class Server:
         steps = iter(generation)
         try:
             yield event("prime", {"text": generation.shown_prime})
-            while (pieces := await run_in_threadpool(next, steps, None)) is not None:
+            while (pieces := await self.work(next, steps, None)) is not None:
                 for index, text in pieces:
                     yield event("text", {"index": int(index), "text": text})
             yield event("done", self.answer(generation))
@@ -182,7 +191,7 @@ class Server:
         if not isinstance(per_token, bool):
             raise BadRequest("per_token must be true or false", "per_token")
         scorer = TextScorer(self.model, self.params, self.vocab, keep=per_token)
-        await run_in_threadpool(scorer.feed, text)
+        await self.work(scorer.feed, text)
         result = scorer.result()
         if result.score.tokens == 0:
             raise BadRequest("nothing to score: the text needs at least two tokens the model knows", "text")
@@ -217,9 +226,9 @@ def event(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def create_app(model, params, vocab, meta: dict, limits: ServerLimits = ServerLimits()) -> Starlette:
-    """The ASGI application serving one loaded model."""
-    server = Server(model, params, vocab, meta, limits)
+def create_app(model, params, vocab, meta: dict, limits: ServerLimits = ServerLimits(), workers: int = 0) -> Starlette:
+    """The ASGI application serving one loaded model, its work in `workers` threads (0: one per core)."""
+    server = Server(model, params, vocab, meta, limits, resolve_threads(workers))
     routes = [Route("/v1/generate", server.generate, methods=["POST"]),
               Route("/v1/score", server.score, methods=["POST"]),
               Route("/v1/model", server.model_info, methods=["GET"]),
