@@ -14,7 +14,6 @@ from typing import Iterator
 
 import numpy as np
 
-from charrnn.corpus import read_text
 from charrnn.data import Prepared
 from charrnn.errors import UserError
 from charrnn.prepare import chunked_tokens
@@ -169,16 +168,6 @@ class TextScorer:
                          concat(self.masks, bool))
 
 
-def score_files(model, params, vocab: Vocabulary, sources, encoding: str, strict: bool, chunk: int,
-                keep: bool, on_bytes=None, adapter=None) -> TextScore:
-    """Score text sources as one stream, reading them in bounded chunks (adapting, with an adapter)."""
-    scorer = TextScorer(model, params, vocab, strict, chunk, keep, adapter)
-    for source in sources:
-        for text in word_aware(read_text(source, encoding, "strict", on_bytes), vocab.level):
-            scorer.feed(text)
-    return scorer.result()
-
-
 def spread(nll: np.ndarray, missing: np.ndarray, mapped: bool, first: bool) -> np.ndarray:
     """The NLLs of the tokens fed, placed over all the text's tokens (N,): NaN where a skipped
     unknown was not fed, and for the very first token, which nothing predicts."""
@@ -187,21 +176,6 @@ def spread(nll: np.ndarray, missing: np.ndarray, mapped: bool, first: bool) -> n
     positions = np.flatnonzero(fed)
     out[positions[1:] if first else positions] = nll
     return out
-
-
-def score_split(model, params, meta: dict, split: str, chunk: int, keep: bool, vocab: Vocabulary,
-                adapter=None) -> TextScore:
-    """Score the val or test split of the corpus the model was trained on, as one stream."""
-    prepared = Prepared.open(Path(meta["data"]))
-    tokens = prepared.splits[split]
-    if len(tokens) < 2:
-        raise UserError(f"the {split} split of {prepared.directory} is empty; score a text file instead")
-    scorer = StreamScorer(model, params, chunk, adapter)
-    kept = [scorer.feed(tokens[i: i + (1 << 20)]) for i in range(0, len(tokens), 1 << 20)]
-    if not keep:
-        return TextScore(scorer.score, 0, "none", [], np.zeros(0), np.zeros(0, bool))
-    shown = [vocab.tokens[i] for i in np.asarray(tokens)]
-    return TextScore(scorer.score, 0, "none", shown, np.concatenate([[np.nan], *kept]), np.zeros(len(shown), bool))
 
 
 def training_tokens(meta: dict) -> np.ndarray | None:

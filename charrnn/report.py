@@ -36,15 +36,13 @@ def span(token: str, bits: float, unknown: bool) -> str:
     return f'<span style="background:{colour(bits)};{ink}" title="{bits:.2f} bits">{text}</span>'
 
 
-def surprisal_page(tokens: list[str], nats: np.ndarray, unknown: np.ndarray, summary: dict, title: str) -> str:
-    """tokens (N,) as text, nats (N,) NLL of each token's prediction (NaN: none), unknown (N,) bool
-    -> the HTML page."""
-    bits = np.asarray(nats, dtype=np.float64) / np.log(2)
-    spans = "".join(span(t, b, u) for t, b, u in zip(tokens, bits, unknown))
+def page_parts(runs, summary: dict, title: str):
+    """The page in pieces, for a text of any length: `runs` yields (tokens (K,) as text, nats (K,),
+    unknown (K,)) in order, and is read once."""
     legend = "".join(f'<span class="swatch" style="background:{colour(v)};{" color:#fff;" if v / SCALE_BITS > 0.6 else ""}">'
                      f'{v:g}</span>' for v in np.linspace(0, SCALE_BITS, 6))
     figures = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
-    return f"""<!DOCTYPE html>
+    yield f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
@@ -58,6 +56,10 @@ table {{ border-collapse: collapse; margin-bottom: 1em; }} th, td {{ text-align:
 <table>{figures}</table>
 <p>Surprisal, bits (&minus;log<sub>2</sub> p): {legend} and above;
 <span class="first">&nbsp;no prediction&nbsp;</span> <span class="unknown">&nbsp;not in the vocabulary&nbsp;</span></p>
-<div class="text">{spans}</div>
+<div class="text">"""
+    for tokens, nats, unknown in runs:
+        bits = np.asarray(nats, dtype=np.float64) / np.log(2)
+        yield "".join(span(t, b, u) for t, b, u in zip(tokens, bits, unknown))
+    yield """</div>
 </body></html>
 """

@@ -83,7 +83,7 @@ def test_word_level_unknowns_map_to_unk(tmp_path):
 def test_plain_output_is_a_short_table(trained_run, text_file):
     result = run(trained_run, text_file)
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["tokens", "nats", "bits", "perplexity"]
+    assert [line.split()[0] for line in lines] == ["tokens", "nats", "bits", "perplexity", "method"]
     assert "bits per char" in result.stdout
 
 
