@@ -48,6 +48,13 @@ def split_rows(batch: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def describe_threads(workers: int, blas: int) -> str:
+    """How one process spreads its work: '2 worker threads x 1 BLAS thread', '1 worker x 2 BLAS threads'."""
+    if workers > 1:
+        return f"{workers} worker threads x 1 BLAS thread"
+    return f"1 worker x {blas} BLAS thread{'s' if blas > 1 else ''}"
+
+
 def connect(environ=os.environ):
     """The communicator for this process: `World` under an MPI launcher with several processes,
     else `Solo`. Under a launcher without mpi4py, rank 0 says how to install it."""
@@ -91,8 +98,8 @@ class Solo:
     def share_arrays(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return arrays
 
-    def describe(self, threads: int) -> str:
-        return f"{threads} worker thread{'s' if threads > 1 else ''}" + (" x 1 BLAS thread" if threads > 1 else "")
+    def describe(self, workers: int, blas: int) -> str:
+        return describe_threads(workers, blas)
 
 
 class World:
@@ -143,5 +150,5 @@ class World:
         """End every process of the job now (after a failure on this one)."""
         self.comm.Abort(code)
 
-    def describe(self, threads: int) -> str:
-        return f"{self.size} ranks x {threads} thread{'s' if threads > 1 else ''}"
+    def describe(self, workers: int, blas: int) -> str:
+        return f"{self.size} ranks x {describe_threads(workers, blas)}"

@@ -16,8 +16,8 @@ sums the processes' parts with one collective.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -25,6 +25,17 @@ from charrnn.blas import OpenBLAS
 from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
 from charrnn.model import RNNLM, State
+
+
+TIMED_SECONDS = 0.05  # steps shorter than this are too noisy to choose by: keep one worker per core
+SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
+
+
+def timed(function, *args) -> float:
+    """Seconds one call of function(*args) takes."""
+    begin = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - begin
 
 
 def resolve_threads(threads: int, processes_here: int = 1) -> int:
@@ -58,13 +69,53 @@ class ShardedModel:
         self.model, self.batch, self.comm = model, batch, comm or Solo()
         self.rows = self.comm.rows(batch)  # this process's streams
         self.blas = OpenBLAS.find()
-        self.workers = resolve_threads(threads, self.comm.local_size) if self.blas is not None else 1
-        self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self.cores = resolve_threads(0, self.comm.local_size)  # this process's share of the machine
+        self.automatic = threads == 0 and self.blas is not None and self.cores > 1
+        self.pool: ThreadPoolExecutor | None = None
+        self.blas_default = self.blas.get_threads() if self.blas is not None else None  # restored by close()
+        self.use_workers(resolve_threads(threads, self.comm.local_size) if self.blas is not None else 1)
         self.flat: np.ndarray | None = None  # the buffer `combine` reduces
 
-    def close(self):
+    def use_workers(self, workers: int):
+        """Shard each batch across `workers` threads, each with single-threaded BLAS; or (1) one shard,
+        BLAS with this process's cores. The BLAS thread count holds until `close`, between steps too:
+        a multi-threaded BLAS call (a dot product in clipping) would leave BLAS threads spinning
+        through the next step, on the cores the workers need."""
         if self.pool is not None:
             self.pool.shutdown()
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        if self.blas is not None:
+            self.blas.set_threads(1 if workers > 1 else self.cores)
+
+    def choose_workers(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> dict:
+        """For `threads: 0`: time a training step (forward and backward) on this batch with one
+        worker per core, and, if a step takes long enough to time reliably, with one worker and
+        multi-threaded BLAS (each the best of two after a warm-up); switch to the latter only if it
+        is clearly faster (by SWITCH_GAIN).
+        Which wins depends on the CPU (where SIMD makes the gate arithmetic cheap, the workers
+        mostly wait on the interpreter lock) and on the sizes. -> {workers: seconds per step},
+        empty when there was no choice to make."""
+        if not self.automatic:
+            return {}
+        timings = {}
+        for workers in (self.cores, 1):
+            self.use_workers(workers)
+            self.loss_and_grads(params, tokens, targets, state)  # warm-up
+            timings[workers] = min(timed(self.loss_and_grads, params, tokens, targets, state) for _ in range(2))
+            if timings[workers] < TIMED_SECONDS:
+                break
+        faster = len(timings) == 2 and timings[1] < (1 - SWITCH_GAIN) * timings[self.cores]
+        self.use_workers(1 if faster else self.cores)
+        return timings
+
+    def close(self):
+        """Stop the workers and give BLAS its own thread count back."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+        if self.blas is not None:
+            self.blas.set_threads(self.blas_default)
 
     def map(self, function, batch: int, whole: int | None = None):
         """function(rows) over the shards of `batch` rows -> (results, each shard's share of `whole`
@@ -72,17 +123,14 @@ class ShardedModel:
         whole = whole or batch
         slices = shard_slices(batch, self.workers)
         if self.pool is None or len(slices) == 1:
-            # one worker: BLAS keeps its threads, unless other processes share this machine's cores
-            with self.blas.limited(1) if self.blas is not None and self.comm.size > 1 else nullcontext():
-                return [function(slice(0, batch))], [batch / whole]
+            return [function(slice(0, batch))], [batch / whole]
         errors = np.geterr()  # NumPy's error state is per thread: give workers the caller's
 
         def in_worker(rows):
             with np.errstate(**errors):
                 return function(rows)
 
-        with self.blas.limited(1):
-            results = list(self.pool.map(in_worker, slices))
+        results = list(self.pool.map(in_worker, slices))
         return results, [(s.stop - s.start) / whole for s in slices]
 
     def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
@@ -135,7 +183,8 @@ class ShardedModel:
 
     def layout(self) -> dict:
         """How the work is laid out, and the seconds spent combining it across processes."""
-        return {"layout": self.comm.describe(self.workers), "processes": self.comm.size, "threads": self.workers,
+        blas = self.cores if self.workers == 1 and self.blas is not None else 1
+        return {"layout": self.comm.describe(self.workers, blas), "processes": self.comm.size, "threads": self.workers,
                 "collective_seconds": round(self.comm.seconds, 3)}
 
     def mean_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:

@@ -93,6 +93,16 @@ class Trainer:
         params = self.model.init_params(rng)
         return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
 
+    def choose_layout(self, state: TrainingState) -> dict:
+        """Settle `threads: 0` by timing the first batch both ways (see `ShardedModel.choose_workers`),
+        and record the choice in the config, so that a resumed run shards its batches alike."""
+        x, y = self.batcher.batch(state.progress.position)
+        with np.errstate(over="ignore", invalid="ignore"):
+            timings = self.sharded.choose_workers(state.params, x, y, self.sharded.own_initial_state())
+        if timings:
+            self.cfg.threads = self.sharded.workers
+        return timings
+
     def stop_reason(self, progress: Progress) -> str | None:
         cfg = self.cfg
         if cfg.max_steps is not None and progress.step >= cfg.max_steps:

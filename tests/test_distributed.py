@@ -110,7 +110,7 @@ def test_two_ranks_train_as_two_threads_do(tmp_path, data):
                if r["kind"] == "log"] for run in ("ranks", "threads")]
     assert len(curves[0]) == 10 and np.allclose(*curves, rtol=1e-5)
     summary = json.loads((tmp_path / "ranks" / "summary.json").read_text())
-    assert summary["layout"] == "2 ranks x 1 thread" and summary["tokens"] == 50 * 8 * 16
+    assert summary["layout"] == "2 ranks x 1 worker x 1 BLAS thread" and summary["tokens"] == 50 * 8 * 16
 
 
 @needs_mpi
@@ -141,7 +141,7 @@ def test_only_rank_0_writes_and_speaks(tmp_path, corpus_file):
     records = [(r["kind"], r["step"]) for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())]
     assert records and len(records) == len(set(records))  # each record once, not once per rank
     assert result.stdout.count("stopped (max steps)") == 1
-    assert [line for line in result.stderr.splitlines() if "ranks x" in line][0].endswith("2 ranks x 1 thread")
+    assert [line for line in result.stderr.splitlines() if "ranks x" in line][0].endswith("2 ranks x 1 worker x 1 BLAS thread")
 
 
 @needs_mpi

@@ -42,3 +42,24 @@ def test_blas_threads_are_limited_inside_and_restored_after():
     with blas.limited(1):
         assert blas.get_threads() == 1
     assert blas.get_threads() == before
+
+
+def test_automatic_threads_time_both_layouts_and_keep_the_clearly_faster(monkeypatch):
+    from charrnn import parallel
+
+    model = RNNLM(ModelConfig(cell="gru", hidden_size=16, num_layers=1), 7)
+    params = model.init_params(np.random.default_rng(0))
+    tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 8, 6))
+    sharded = ShardedModel(model, 0, 6)
+    if not sharded.automatic:
+        pytest.skip("one core, or no settable BLAS thread count: there is nothing to choose")
+    quick = sharded.choose_workers(params, tokens, targets, model.initial_state(6))
+    assert list(quick) == [sharded.cores] and sharded.workers == sharded.cores  # too quick to time: unchanged
+    monkeypatch.setattr(parallel, "TIMED_SECONDS", 0.0)
+    timings = sharded.choose_workers(params, tokens, targets, model.initial_state(6))
+    assert set(timings) == {sharded.cores, 1}
+    faster = timings[1] < (1 - parallel.SWITCH_GAIN) * timings[sharded.cores]
+    assert sharded.workers == (1 if faster else sharded.cores)
+    sharded.close()
+    fixed = ShardedModel(model, 1, 6)
+    assert fixed.choose_workers(params, tokens, targets, model.initial_state(6)) == {} and fixed.workers == 1

@@ -156,6 +156,7 @@ def start_training(session, config, held, quiet, comm):
                       report=reporter, save=saving_whole(comm, session.run_dir.save, config.train.batch_size),
                       comm=comm)
     state = session.training_state(trainer)
+    trainer.choose_layout(state)
     held.started()
     session.run_dir.start(state.progress.step if session.saved is not None else None)
     click.echo(start_line(session, trainer), err=True)
