@@ -2,18 +2,20 @@
 
 For each cell (rnn, lstm, gru) and hidden size (128, 256, 512): 2 layers, batch 64, seq 128,
 V = 65, one-hot input. Training is forward + backward + a plain `p -= lr * g` update; sampling
-is one stream, one token at a time, with softmax sampling. When `torch` is importable the same
-shapes are timed in PyTorch, alternating with ours in the same run, and the ratio printed. The
-best of the repeats is reported for both, which is the least noisy statistic on a shared machine.
+is one token at a time per stream, with softmax sampling, for 1, 8 and 64 streams. When `torch`
+is importable the same shapes are timed in PyTorch (training, and sampling one stream),
+alternating with ours in the same run, and the ratio printed. The best of the repeats is reported
+for both, which is the least noisy statistic on a shared machine. The header names the CPU,
+NumPy's SIMD level and the BLAS kernel, which decide what is slow (`charrnn.machine`).
 
-Threads: training runs one worker thread per core on batch shards with single-threaded BLAS
-(charrnn.parallel); sampling uses BLAS's own threads, as the CLI does. PyTorch's thread pool is
-set to the same number of cores.
+Threads: training lays its work out as `charrnn train` does with `threads: 0` (worker threads on
+batch shards with single-threaded BLAS, or one worker with BLAS's threads, whichever is faster
+here, see charrnn.parallel); sampling uses BLAS's own threads, as the CLI does. PyTorch's thread
+pool is set to the same number of cores.
 """
 
 import argparse
 import contextlib
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from charrnn.blas import OpenBLAS
 from charrnn.config import ModelConfig
+from charrnn.machine import describe
 from charrnn.model import RNNLM
 from charrnn.parallel import ShardedModel, resolve_threads
 from charrnn.sample import SamplingSettings, generate
@@ -54,14 +57,15 @@ class Ours:
         self.sharded = ShardedModel(self.model, threads, BATCH)
         rng = np.random.default_rng(1)
         self.x, self.y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
+        self.sharded.choose_workers(self.params, self.x, self.y, self.model.initial_state(BATCH))  # as training does
 
     def train_step(self):
         _, grads, _ = self.sharded.loss_and_grads(self.params, self.x, self.y, self.model.initial_state(BATCH))
         for name, p in self.params.items():
             p -= LR * grads[name]
 
-    def sample(self, n):
-        generate(self.model, self.params, np.array([0]), n, 1, SamplingSettings(1.0), np.random.default_rng(0))
+    def sample(self, n, streams=1):
+        generate(self.model, self.params, np.array([0]), n, streams, SamplingSettings(1.0), np.random.default_rng(0))
 
 
 class Torch:
@@ -112,41 +116,52 @@ def main():
     parser.add_argument("--sizes", default="128,256,512")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sample-tokens", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=0, help="worker threads (0: one per core)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="worker threads (0: chosen as `charrnn train` chooses, see charrnn.parallel)")
     args = parser.parse_args()
-    threads = resolve_threads(args.threads)
+    cores = resolve_threads(0)
     try:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(cores)
     except ImportError:
         torch = None
-    peak = gemm_peak(threads)
-    print(f"# charrnn bench: {platform.processor() or platform.machine()}, {threads} threads, numpy {np.__version__}"
-          + (f", torch {torch.__version__}" if torch else ", torch not installed"))
-    print(f"# float32 GEMM peak ({threads} x single-threaded 2048^3): {peak:.0f} GFLOPS; "
+    peak = gemm_peak(cores)
+    print(f"# charrnn bench: {describe()}; " + (f"torch {torch.__version__} ({cores} threads)" if torch
+                                                else "torch not installed"))
+    print(f"# float32 GEMM peak ({cores} x single-threaded 2048^3): {peak:.0f} GFLOPS; "
           f"{LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}; best of {args.repeats}\n")
-    print("| cell | H | train tok/s | torch tok/s | ratio | % GEMM peak | sample tok/s | torch sample tok/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| cell | H | layout | train tok/s | torch tok/s | ratio | % GEMM peak |")
+    print("|---|---|---|---|---|---|---|")
+    rows, samples = [], []
     for cell in args.cells.split(","):
         for H in map(int, args.sizes.split(",")):
-            ours, ref = Ours(cell, H, threads), Torch(torch, cell, H) if torch else None
-            train, train_ref, sample, sample_ref = [], [], [], []
+            ours, ref = Ours(cell, H, args.threads), Torch(torch, cell, H) if torch else None
+            layout = ours.sharded.layout()["layout"]
+            train, train_ref = [], []
             for _ in range(args.repeats):  # alternate so both see the same machine load
                 train.append(BATCH * SEQ / best_time(ours.train_step, 1))
                 if ref:
                     train_ref.append(BATCH * SEQ / best_time(ref.train_step, 1))
-            for _ in range(2):
-                sample.append(args.sample_tokens / best_time(lambda: ours.sample(args.sample_tokens), 1))
-                if ref:
-                    sample_ref.append(args.sample_tokens / best_time(lambda: ref.sample(args.sample_tokens), 1))
-            ours.sharded.close()
+            ours.sharded.close()  # sampling runs as `charrnn sample` does, with BLAS's own threads
             fraction = max(train) * training_flops(cell, H) / (peak * 1e9)
-            cols = [cell, H, f"{max(train):,.0f}", f"{max(train_ref):,.0f}" if ref else "-",
-                    f"{max(train) / max(train_ref):.2f}" if ref else "-", f"{100 * fraction:.0f}%",
-                    f"{max(sample):,.0f}", f"{max(sample_ref):,.0f}" if ref else "-",
-                    f"{max(sample) / max(sample_ref):.1f}" if ref else "-"]
-            print("| " + " | ".join(map(str, cols)) + " |", flush=True)
+            rows.append([cell, H, layout, f"{max(train):,.0f}", f"{max(train_ref):,.0f}" if ref else "-",
+                         f"{max(train) / max(train_ref):.2f}" if ref else "-", f"{100 * fraction:.0f}%"])
+            print("| " + " | ".join(map(str, rows[-1])) + " |", flush=True)
+            rates = {}
+            for streams in (1, 8, 64):
+                n = max(50, args.sample_tokens // streams)
+                rates[streams] = n * streams / min(best_time(lambda: ours.sample(n, streams), 1) for _ in range(2))
+            ref_rate = args.sample_tokens / min(best_time(lambda: ref.sample(args.sample_tokens), 1)
+                                                for _ in range(2)) if ref else None
+            samples.append([cell, H, f"{rates[1]:,.0f}", f"{ref_rate:,.0f}" if ref else "-",
+                            f"{rates[1] / ref_rate:.1f}" if ref else "-", f"{rates[8]:,.0f}", f"{rates[64]:,.0f}",
+                            f"{64 * rates[1] / rates[64]:.1f}x"])
+    print("\nSampling, tokens/s summed over the streams (one token per stream per step):\n")
+    print("| cell | H | 1 stream | torch 1 stream | ratio | 8 streams | 64 streams | 64 streams cost, in single-stream time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in samples:
+        print("| " + " | ".join(map(str, row)) + " |")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,17 @@ import contextlib
 import ctypes
 from pathlib import Path
 
-SYMBOLS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-           ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-           ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-           ("openblas_set_num_threads", "openblas_get_num_threads")]
+SYMBOLS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_", "scipy_openblas_get_corename64_"),
+           ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads", "scipy_openblas_get_corename"),
+           ("openblas_set_num_threads64_", "openblas_get_num_threads64_", "openblas_get_corename64_"),
+           ("openblas_set_num_threads", "openblas_get_num_threads", "openblas_get_corename")]
 
 
 class OpenBLAS:
     """Get and set the thread count of the OpenBLAS that NumPy uses."""
 
-    def __init__(self, set_threads, get_threads):
-        self.set_threads, self.get_threads = set_threads, get_threads
+    def __init__(self, set_threads, get_threads, corename):
+        self.set_threads, self.get_threads, self.corename = set_threads, get_threads, corename
 
     @classmethod
     def find(cls) -> OpenBLAS | None:
@@ -36,9 +36,13 @@ class OpenBLAS:
                         if "openblas" in line.lower() and line.split()[-1].startswith("/")})
         for path in paths:
             library = ctypes.CDLL(path)
-            for setter, getter in SYMBOLS:
+            for setter, getter, core in SYMBOLS:
                 if hasattr(library, setter) and hasattr(library, getter):
-                    return cls(getattr(library, setter), getattr(library, getter))
+                    corename = getattr(library, core, None)
+                    if corename is not None:
+                        corename.restype = ctypes.c_char_p
+                    return cls(getattr(library, setter), getattr(library, getter),
+                               (lambda: corename().decode()) if corename is not None else (lambda: "unknown"))
         return None
 
     @contextlib.contextmanager

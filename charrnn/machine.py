@@ -1,0 +1,51 @@
+"""One line saying what made a benchmark figure: the CPU, NumPy's SIMD level and the BLAS in use.
+
+The fastest formulation differs between CPUs (NumPy vectorises float32 `tanh` with AVX-512 but not
+with AVX2 alone), so every table in BENCHMARKS.md starts with this line.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+from charrnn.blas import OpenBLAS
+
+SIMD_LEVELS = ("AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "X86_V4", "AVX2", "X86_V3", "SSE42", "X86_V2")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def simd_level() -> str:
+    """NumPy's best dispatched SIMD target on this CPU, e.g. 'AVX512_ICL' or 'AVX2'."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    found = [level for level in SIMD_LEVELS if __cpu_features__.get(level)]
+    return found[0] if found else "baseline"
+
+
+def blas_name() -> str:
+    """The BLAS NumPy was built with, its kernel on this CPU and its thread count."""
+    build = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    name = f"{build.get('name', 'unknown BLAS')} {build.get('version', '')}".strip()
+    blas = OpenBLAS.find()
+    if blas is None:
+        return name
+    return f"{name} (kernel {blas.corename()}, {blas.get_threads()} threads)"
+
+
+def describe() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu_name()}, {cores} cores, NumPy {np.__version__} SIMD {simd_level()}, BLAS {blas_name()}, "
+            f"Python {platform.python_version()}")
