@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from charrnn.allocator import keep_freed_memory
 from charrnn.blas import OpenBLAS
 from charrnn.config import ModelConfig
 from charrnn.machine import describe
@@ -111,6 +112,7 @@ def best_time(function, repeats):
 
 
 def main():
+    keep_freed_memory()  # as the charrnn command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="rnn,lstm,gru")
     parser.add_argument("--sizes", default="128,256,512")

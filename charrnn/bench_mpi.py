@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.allocator import keep_freed_memory
 from charrnn.config import ModelConfig
+from charrnn.machine import describe
 from charrnn.model import RNNLM
 
 LATENCY = 5e-6  # seconds per message hop, a typical figure for both networks
@@ -58,6 +59,7 @@ def allreduce_seconds(nbytes: float, nodes: int, bandwidth: float) -> float:
 
 
 def main():
+    keep_freed_memory()  # as the charrnn command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", help="text file to train on (the benchmark uses Tiny Shakespeare)")
     parser.add_argument("--cells", default="lstm,gru")
@@ -75,8 +77,8 @@ def main():
         subprocess.run([sys.executable, "-m", "charrnn", "prepare", args.corpus, "--out", str(root / "data"),
                         "--quiet"], check=True, capture_output=True)
         vocab = len(json.loads((root / "data" / "vocab.json").read_text())["tokens"])
-        print(f"# charrnn bench_mpi: {platform.processor() or platform.machine()}, numpy {np.__version__}, "
-              f"mpi4py {mpi4py.__version__}, {MPI.Get_library_version().splitlines()[0].strip()}")
+        print(f"# charrnn bench_mpi: {describe()}; mpi4py {mpi4py.__version__}, "
+              f"{' '.join(MPI.Get_library_version().splitlines()[0].split())}")
         print(f"# 2 layers, batch {args.batch} (global), seq {args.seq}, {args.steps} steps per run, best of "
               f"{args.repeats}\n")
         print("| cell | H | 1 rank x 2 threads tok/s | 2 ranks x 1 thread tok/s | ratio | collective ms/step |")

@@ -25,8 +25,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from charrnn.allocator import keep_freed_memory
 from charrnn import model as model_module
 from charrnn.config import ModelConfig, TrainConfig
+from charrnn.machine import describe
 from charrnn.model import RNNLM
 from charrnn.nn import cells, encoders, head, layers
 from charrnn.optim import clip_by_global_norm, make_optimizer
@@ -156,6 +158,7 @@ def profile(cell: str, H: int, threads: int, repeats: int) -> tuple[dict, float]
 
 
 def main():
+    keep_freed_memory()  # as the charrnn command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="lstm,gru")
     parser.add_argument("--sizes", default="128,512")
@@ -167,8 +170,9 @@ def main():
         for H in map(int, args.sizes.split(",")):
             results[f"{cell}-{H}"] = profile(cell, H, args.threads, args.repeats)
     columns = list(results)
-    print(f"# charrnn bench_phases: ms per training step ({LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}, "
-          f"Adam), {args.threads} worker thread{'s' if args.threads > 1 else ''}, median of {args.repeats}\n")
+    print(f"# charrnn bench_phases: {describe()}")
+    print(f"# ms per training step ({LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}, Adam), {args.threads} "
+          f"worker thread{'s' if args.threads > 1 else ''}, median of {args.repeats}\n")
     print("| phase | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for phase in results[columns[0]][0]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import re
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from charrnn.allocator import keep_freed_memory
+from charrnn.machine import describe
 
 
 async def load(url: str, clients: int, seconds: float, length: int) -> list[float]:
@@ -41,6 +43,7 @@ async def load(url: str, clients: int, seconds: float, length: int) -> list[floa
 
 
 def main():
+    keep_freed_memory()  # as the charrnn command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory or checkpoint to serve")
     parser.add_argument("--clients", default="1,8,32")
@@ -51,8 +54,8 @@ def main():
                               stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"at (http://[^ ]+)/ ", server.stderr.readline())[1]
-        print(f"# charrnn bench_serve: {args.run}, {platform.processor() or platform.machine()}, numpy "
-              f"{np.__version__}; /v1/generate of {args.length} tokens, {args.seconds:g} s per row\n")
+        print(f"# charrnn bench_serve: {args.run}; {describe()}; /v1/generate of {args.length} tokens, "
+              f"{args.seconds:g} s per row\n")
         print("| clients | requests/s | tokens/s | p50 latency ms | p99 latency ms |")
         print("|---|---|---|---|---|")
         for clients in map(int, args.clients.split(",")):

@@ -3,12 +3,13 @@ so even a Ctrl-C in the first fraction of a second ends with one line and exit c
 
 import sys
 
-from charrnn import signals
+from charrnn import allocator, signals
 from charrnn.errors import Stopped
 
 
 def main():
     signals.install()
+    allocator.keep_freed_memory()
     try:
         from charrnn.cli import cli
     except (Stopped, KeyboardInterrupt) as stop:

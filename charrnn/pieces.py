@@ -9,7 +9,7 @@ a few hundred tokens is faint. The first piece starts at the beginning and needs
 One stream with no warm-up is exactly the exact method.
 
 Memory is flat: tokens are read from an array that may be a memory map, one chunk of T steps x S
-streams at a time, and every chunk's losses go to the caller.
+streams at a time (about PASS_TOKENS tokens), and every chunk's losses go to the caller.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Iterator
 import numpy as np
 
 EXACT_BELOW = 16  # predictions per warm-up token below which the streams method is not worth it
-MAX_STREAMS = 64
-DEFAULT_WARMUP = 512
+MAX_STREAMS = 1024
+DEFAULT_WARMUP = 256
+PASS_TOKENS = 4096  # tokens per forward pass when several streams share it (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,9 @@ def piece_nll(model, params, tokens: np.ndarray, method: Method, chunk: int = 25
     read_from = np.maximum(0, first - method.warmup)  # where each stream starts reading
     steps = int((end - read_from).max())
     state = model.initial_state(streams)
-    for begin in range(0, steps, chunk):
-        t = np.arange(begin, min(begin + chunk, steps))[:, None]
+    per_pass = chunk if streams == 1 else max(1, max(chunk, PASS_TOKENS) // streams)
+    for begin in range(0, steps, per_pass):
+        t = np.arange(begin, min(begin + per_pass, steps))[:, None]
         index = read_from[None, :] + t  # (T, S) the input read at each step
         live = index < end[None, :]
         index = np.where(live, index, 0)
