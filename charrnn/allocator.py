@@ -12,7 +12,6 @@ uses. Elsewhere than glibc (macOS, musl) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_BYTES = 32 << 20  # glibc's largest allowed threshold on 64-bit systems
@@ -21,12 +20,8 @@ TRIM_BYTES = 256 << 20
 
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds; True if it took effect."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
     except (OSError, AttributeError):
-        return False
-    if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))

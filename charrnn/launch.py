@@ -9,8 +9,8 @@ from charrnn.errors import Stopped
 
 def main():
     signals.install()
-    allocator.keep_freed_memory()
     try:
+        allocator.keep_freed_memory()
         from charrnn.cli import cli
     except (Stopped, KeyboardInterrupt) as stop:
         code = stop.exit_code if isinstance(stop, Stopped) else 130
