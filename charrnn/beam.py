@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn.sample import log_softmax_rows, primed_stepper, rows_of
+from charrnn.stops import StopScanner
 
 
 @dataclass
@@ -42,8 +43,6 @@ def beam_search(model, params, vocab, prime: np.ndarray, length: int, width: int
                 start=None) -> Hypothesis:
     """prime (P >= 1 ids) -> the best continuation found by a beam of `width`, from `start` (one
     stream's state) or from zeros."""
-    from charrnn.generation import StopScanner
-
     K = width
     stepper, current = primed_stepper(model, params, prime, K + 1, start)  # rows 0..K-1: the beam; K: greedy
     scores = np.full(K, -np.inf)

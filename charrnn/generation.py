@@ -23,8 +23,10 @@ from typing import Iterator
 
 import numpy as np
 
+from charrnn.beam import beam_search
 from charrnn.sample import (SamplingSettings, SettingError, encode_prime, log_softmax_rows, primed_stepper,
                             token_stream)
+from charrnn.stops import StopScanner
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ NO_LIMITS = Limits(length=1 << 40, samples=1 << 40, beam=1 << 40, prime_chars=1 
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """What to generate: the same fields as `charrnn sample`'s flags and the API's JSON."""
+
     prime: str = ""
     length: int = 500
     temperature: float = 1.0
@@ -103,34 +107,6 @@ class Sample:
     mean_logprob: float  # nats per generated token under the untempered model
     tokens: int
     finish_reason: str  # "length" or "stop"
-
-
-class StopScanner:
-    """The text of one stream, cut at the first stop string; `feed` returns what is safe to show."""
-
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops, self.text, self.shown, self.stopped = stops, "", 0, False
-
-    def feed(self, piece: str) -> str:
-        """Add a token's text -> the text that can now be shown (held back while a stop may be starting)."""
-        if self.stopped:
-            return ""
-        self.text += piece
-        begin = max(0, self.shown - max((len(s) for s in self.stops), default=0))
-        found = [i for i in (self.text.find(s, begin) for s in self.stops) if i >= 0]
-        if found:
-            self.text, self.stopped = self.text[: min(found)], True
-            return self.release()
-        held = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
-        new = self.text[self.shown: len(self.text) - held]
-        self.shown += len(new)
-        return new
-
-    def release(self) -> str:
-        """Whatever is still held back (at the end of the stream)."""
-        new = self.text[self.shown:]
-        self.shown = len(self.text)
-        return new
 
 
 @dataclass
@@ -200,8 +176,6 @@ class Generation:
             self.context = Context(stepper.state, int(current[0]))
 
     def beam_search(self) -> Iterator[list[tuple[int, str]]]:
-        from charrnn.beam import beam_search
-
         start = self.context.state if self.context is not None else None
         found = beam_search(self.model, self.params, self.vocab, self.prime_ids, self.request.length,
                             self.request.beam, self.request.stop, start)

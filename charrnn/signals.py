@@ -81,3 +81,8 @@ def requested(second_message: str):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def stop_name(signum: int) -> str:
+    """The stop reason a signal asks for: 'interrupted' (SIGINT) or 'terminated'."""
+    return "interrupted" if signum == signal.SIGINT else "terminated"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from charrnn.cli import cli
-from charrnn.generation import StopScanner
+from charrnn.stops import StopScanner
 
 
 def sample(run, *args) -> dict:

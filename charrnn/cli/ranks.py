@@ -147,7 +147,6 @@ def saving_whole(comm, save, batch: int):
 def follow(comm, second_message: str):
     """A rank other than 0: wait for rank 0's set-up, then train on this rank's streams, silently."""
     from charrnn import signals
-    from charrnn.cli.train import stop_name
     from charrnn.data import Prepared
     from charrnn.model import RNNLM
     from charrnn.schema import config_of
@@ -165,5 +164,5 @@ def follow(comm, second_message: str):
                           save=saving_whole(comm, None, batch), comm=comm)
         state = own_streams(received_state(setup["state"], comm.share_arrays([])), comm, batch)
     with signals.requested(second_message) as stop, aborting(comm):
-        reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
+        reason = trainer.run(state, should_stop=lambda: signals.stop_name(stop[0]) if stop else None)
     sys.exit({"non_finite": 1, "diverged": 1, "interrupted": 130, "terminated": 143}.get(reason, 0))

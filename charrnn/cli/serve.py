@@ -61,6 +61,7 @@ def serve(run, host, port, max_length, max_samples, max_beam, max_body):
         raise UserError(f"--host {host}: not an address of this machine") from None
     except OSError as error:
         raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
+    listener.listen(2048)  # connections wait in the queue from now on, before the server loop starts
     address = listener.getsockname()
     shown = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
     click.echo(f"serving {run} at http://{shown}:{address[1]}/ (Ctrl-C to stop)", err=True)

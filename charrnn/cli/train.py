@@ -5,7 +5,6 @@ for a second signal, `charrnn.signals` ends the command at once."""
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -120,7 +119,7 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
             try:
                 with aborting(comm):  # from here the other ranks train alongside: a failure must end them too
                     reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
-                    reason = trainer.run(state, should_stop=lambda: stop_name(stop[0]) if stop else None)
+                    reason = trainer.run(state, should_stop=lambda: signals.stop_name(stop[0]) if stop else None)
             finally:
                 reporter.close()
             session.run_dir.write_summary(reason, state.progress, trainer.sharded.layout())
@@ -161,10 +160,6 @@ def start_training(session, config, held, quiet, comm):
     session.run_dir.start(state.progress.step if session.saved is not None else None)
     click.echo(start_line(session, trainer), err=True)
     return trainer, state, reporter
-
-
-def stop_name(signum: int) -> str:
-    return "interrupted" if signum == signal.SIGINT else "terminated"
 
 
 def finish_training(reason: str, state, source, out):
