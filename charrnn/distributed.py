@@ -92,12 +92,6 @@ class Solo:
     def gather_rows(self, local: np.ndarray, batch: int, axis: int = 0) -> np.ndarray:
         return local
 
-    def share(self, value=None):
-        return value
-
-    def share_arrays(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return arrays
-
     def describe(self, workers: int, blas: int) -> str:
         return describe_threads(workers, blas)
 

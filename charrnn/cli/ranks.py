@@ -56,9 +56,11 @@ class Lead:
 
     def ready(self, config, data_dir: Path, state):
         """Share the resolved config, the data directory and the whole training state."""
+        self.shared = True
+        if self.comm.size == 1:
+            return
         self.comm.share({"config": config.to_dict(), "data": str(data_dir), "state": state_layout(state)})
         self.comm.share_arrays(state_arrays(state))
-        self.shared = True
 
 
 @contextlib.contextmanager
