@@ -147,26 +147,39 @@ class Generation:
 
     def sample(self) -> Iterator[list[tuple[int, str]]]:
         request = self.request
-        streams = request.streams
+        streams, plain = request.streams, request.sampling == SamplingSettings()
         start = self.context.state if self.context is not None else None
         stepper, current = primed_stepper(self.model, self.params, self.prime_ids, streams, start)
-        scanners = [StopScanner(request.stop) for _ in range(streams)]
+        tokens = np.array(self.vocab.tokens, dtype=object)
+        scanners = [StopScanner(request.stop) for _ in range(streams)] if request.stop else None
+        drawn = np.empty((request.length, streams), dtype=np.int64)
         logprob, counts = np.zeros(streams), np.zeros(streams, dtype=np.int64)
-        rows = np.arange(streams)
+        running, rows = np.ones(streams, dtype=bool), np.arange(streams)
         draws = token_stream(stepper, current, request.sampling, np.random.default_rng(request.seed))
-        for _, (current, logits) in zip(range(request.length), draws):
-            running = np.array([not s.stopped for s in scanners])
-            logprob += np.where(running, log_softmax_rows(logits)[rows, current], 0.0)
+        for t, (current, logits, probs) in zip(range(request.length), draws):
+            drawn[t] = current
+            # the untempered log-probability; plain sampling's own distribution is that already
+            chosen = np.log(probs[rows, current]) if plain else log_softmax_rows(logits)[rows, current]
+            logprob += np.where(running, chosen, 0.0)
             counts += running
-            pieces = [(i, scanners[i].feed(self.vocab.tokens[current[i]])) for i in np.flatnonzero(running)]
-            if self.streaming and (shown := [(i, text) for i, text in pieces if text]):
+            if scanners is None:
+                shown = list(enumerate(tokens[current].tolist()))
+            else:
+                shown = [(i, scanners[i].feed(tokens[current[i]])) for i in np.flatnonzero(running)]
+                running = np.array([not scanner.stopped for scanner in scanners])
+            if self.streaming and (shown := [(i, text) for i, text in shown if text]):
                 yield shown
-            if all(s.stopped for s in scanners):
+            if not running.any():
                 break
-        if self.streaming and (rest := [(i, text) for i, s in enumerate(scanners) if (text := s.release())]):
-            yield rest
-        results = [Sample(self.shown_prime + s.text, s.text, float(lp / max(1, n)), int(n),
-                          "stop" if s.stopped else "length") for s, lp, n in zip(scanners, logprob, counts)]
+        if scanners is None:
+            texts = ["".join(tokens[drawn[:n, i]].tolist()) for i, n in enumerate(counts)]
+            stopped = np.zeros(streams, dtype=bool)
+        else:
+            if self.streaming and (rest := [(i, text) for i, s in enumerate(scanners) if (text := s.release())]):
+                yield rest
+            texts, stopped = [s.text for s in scanners], ~running
+        results = [Sample(self.shown_prime + text, text, float(lp / max(1, n)), int(n),
+                          "stop" if stop else "length") for text, lp, n, stop in zip(texts, logprob, counts, stopped)]
         if request.best_of is not None:
             groups = [results[i: i + request.best_of] for i in range(0, streams, request.best_of)]
             results = [max(group, key=lambda r: r.mean_logprob) for group in groups]

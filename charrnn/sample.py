@@ -130,13 +130,14 @@ def rows_of(state, rows: np.ndarray):
 
 
 def token_stream(stepper, current: np.ndarray, settings: SamplingSettings,
-                 rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Feed `current` (B,), then for ever: yield (the tokens drawn (B,), the logits (B, V) they were
-    drawn from), feeding each draw back in. One uniform per stream per step."""
+                 rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Feed `current` (B,), then for ever: yield (the tokens drawn (B,), the logits (B, V) and the
+    distribution (B, V) they were drawn from), feeding each draw back in. One uniform per stream per step."""
     while True:
         logits = stepper.step(current)
-        current = draw(next_token_probabilities(logits, settings), rng)
-        yield current, logits
+        probs = next_token_probabilities(logits, settings)
+        current = draw(probs, rng)
+        yield current, logits, probs
 
 
 def generate(model, params, prime: np.ndarray, length: int, num_samples: int, settings: SamplingSettings,
@@ -144,6 +145,6 @@ def generate(model, params, prime: np.ndarray, length: int, num_samples: int, se
     """Feed `prime` (P >= 1 ids) to every stream, then draw `length` tokens per stream -> (M, length)."""
     stepper, current = primed_stepper(model, params, prime, num_samples)
     out = np.empty((num_samples, length), dtype=np.int64)
-    for t, (tokens, _) in zip(range(length), token_stream(stepper, current, settings, rng)):
+    for t, (tokens, _, _) in zip(range(length), token_stream(stepper, current, settings, rng)):
         out[:, t] = tokens
     return out
