@@ -160,7 +160,8 @@ def main():
                             f"{rates[1] / ref_rate:.1f}" if ref else "-", f"{rates[8]:,.0f}", f"{rates[64]:,.0f}",
                             f"{64 * rates[1] / rates[64]:.1f}x"])
     print("\nSampling, tokens/s summed over the streams (one token per stream per step):\n")
-    print("| cell | H | 1 stream | torch 1 stream | ratio | 8 streams | 64 streams | 64 streams cost, in single-stream time |")
+    print("| cell | H | 1 stream | torch 1 stream | ratio | 8 streams | 64 streams "
+          "| 64 streams cost, in single-stream time |")
     print("|---|---|---|---|---|---|---|---|")
     for row in samples:
         print("| " + " | ".join(map(str, row)) + " |")

@@ -75,7 +75,8 @@ def score_ids(model, params, ids: np.ndarray, method: Method, chunk: int, adapte
     return scorer.score
 
 
-def split_page_tokens(ids: np.ndarray, nll: np.ndarray, vocab: Vocabulary) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
+def split_page_tokens(ids: np.ndarray, nll: np.ndarray, vocab: Vocabulary
+                      ) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
     """A split's tokens in blocks: (tokens as text, NLL (K,), unknown (K,) all False)."""
     for begin in range(0, len(ids), BLOCK):
         block = np.asarray(ids[begin: begin + BLOCK])
