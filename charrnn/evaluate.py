@@ -142,19 +142,18 @@ def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, n
 
 
 class TextScorer:
-    """Scores texts fed one after another as one stream, as `charrnn eval` does: unknown tokens
-    are skipped or mapped to <unk> (an error with `strict`). With `keep`, it also keeps every
-    token as shown with its NLL, for a page."""
+    """Scores texts held in memory, fed one after another as one stream (the server's /v1/score):
+    unknown tokens are skipped or mapped to <unk>, as `charrnn eval` does. With `keep`, it also
+    keeps every token as shown with its NLL, for per-token surprisal."""
 
-    def __init__(self, model, params, vocab: Vocabulary, strict: bool = False, chunk: int = 512, keep: bool = False,
-                 adapter=None):
-        self.scorer = StreamScorer(model, params, chunk, adapter)
-        self.vocab, self.strict, self.keep = vocab, strict, keep
+    def __init__(self, model, params, vocab: Vocabulary, keep: bool = False):
+        self.scorer = StreamScorer(model, params)
+        self.vocab, self.keep = vocab, keep
         self.unknown, self.shown, self.nll_parts, self.masks = 0, [], [], []
 
     def feed(self, text: str):
         first = self.scorer.previous is None
-        ids, missing, pieces = known_ids(text, self.vocab, self.strict)
+        ids, missing, pieces = known_ids(text, self.vocab, strict=False)
         self.unknown += int(missing.sum())
         nll = self.scorer.feed(ids)
         if self.keep:
@@ -163,7 +162,7 @@ class TextScorer:
             self.nll_parts.append(spread(nll, missing, self.vocab.unk_id is not None, first))
 
     def result(self) -> TextScore:
-        handling = "error" if self.strict else ("mapped to <unk>" if self.vocab.unk_id is not None else "skipped")
+        handling = "mapped to <unk>" if self.vocab.unk_id is not None else "skipped"
         return TextScore(self.scorer.score, self.unknown, handling, self.shown, concat(self.nll_parts, np.float64),
                          concat(self.masks, bool))
 
