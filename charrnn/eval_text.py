@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from charrnn.corpus import read_text
-from charrnn.evaluate import Score, StreamScorer, known_ids, word_aware
+from charrnn.evaluate import Score, StreamScorer, known_ids, unknown_handling, word_aware
 from charrnn.pieces import Method, score_tokens
 from charrnn.vocab import Vocabulary
 
@@ -47,7 +47,7 @@ def encode_sources(sources, vocab: Vocabulary, encoding: str, strict: bool, dire
                 ids, missing, _ = known_ids(text, vocab, strict)
                 unknown += int(missing.sum())
                 handle.write(np.asarray(ids, dtype=np.int32).tobytes())
-    handling = "error" if strict else ("mapped to <unk>" if vocab.unk_id is not None else "skipped")
+    handling = unknown_handling(vocab, strict)
     size = path.stat().st_size // 4
     ids = np.memmap(path, dtype=np.int32, mode="r") if size else np.zeros(0, np.int32)
     return Tokens(ids, unknown, handling)

@@ -126,6 +126,11 @@ class TextScore:
     unknown_mask: np.ndarray
 
 
+def unknown_handling(vocab: Vocabulary, strict: bool) -> str:
+    """What happens to tokens the vocabulary lacks, as `charrnn eval` reports it."""
+    return "error" if strict else ("mapped to <unk>" if vocab.unk_id is not None else "skipped")
+
+
 def known_ids(text: str, vocab: Vocabulary, strict: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """text -> (ids fed to the model, the unknown mask over all of the text's tokens (N,), its
     tokens at word level); unknowns map to <unk> if the vocabulary has it, else are dropped (the
@@ -162,7 +167,7 @@ class TextScorer:
             self.nll_parts.append(spread(nll, missing, self.vocab.unk_id is not None, first))
 
     def result(self) -> TextScore:
-        handling = "mapped to <unk>" if self.vocab.unk_id is not None else "skipped"
+        handling = unknown_handling(self.vocab, strict=False)
         return TextScore(self.scorer.score, self.unknown, handling, self.shown, concat(self.nll_parts, np.float64),
                          concat(self.masks, bool))
 
