@@ -58,7 +58,7 @@ class Ours:
         self.sharded = ShardedModel(self.model, threads, BATCH)
         rng = np.random.default_rng(1)
         self.x, self.y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
-        self.sharded.choose_workers(self.params, self.x, self.y, self.model.initial_state(BATCH))  # as training does
+        self.sharded.choose_layout(self.params, self.x, self.y, self.model.initial_state(BATCH))  # as training does
 
     def train_step(self):
         _, grads, _ = self.sharded.loss_and_grads(self.params, self.x, self.y, self.model.initial_state(BATCH))
@@ -139,7 +139,7 @@ def main():
     for cell in args.cells.split(","):
         for H in map(int, args.sizes.split(",")):
             ours, ref = Ours(cell, H, args.threads), Torch(torch, cell, H) if torch else None
-            layout = ours.sharded.layout()["layout"]
+            layout = "{layout}, {step_products}".format(**ours.sharded.layout()).replace("_", "-")
             train, train_ref = [], []
             for _ in range(args.repeats):  # alternate so both see the same machine load
                 train.append(BATCH * SEQ / best_time(ours.train_step, 1))

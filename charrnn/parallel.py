@@ -8,6 +8,9 @@ the shard gradients are summed, weighted by their share of the tokens. Shards ar
 batch size and thread count, so results are deterministic for a given `threads` setting. Where
 the BLAS thread count cannot be set, one worker is used and BLAS keeps its own threads.
 
+The layout of each time step's product with W_hh (batch-major or gate-major, see
+`charrnn.nn.cells`) is chosen here too, by timing the cell's loops both ways on a worker's shard.
+
 Under MPI (`charrnn.distributed`) this process owns only a block of the batch's streams: the
 threads share that block, each shard weighted by its share of the whole batch, and `combine`
 sums the processes' parts with one collective.
@@ -25,10 +28,14 @@ from charrnn.blas import OpenBLAS
 from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
 from charrnn.model import RNNLM, State
+from charrnn.nn.cells import make_cell
 
 
 TIMED_SECONDS = 0.05  # steps shorter than this are too noisy to choose by: keep one worker per core
 SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
+LOOP_STEPS = 32  # time steps of the loops timed to choose the step products' layout
+LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
+STEP_PRODUCTS = ("batch_major", "gate_major")
 
 
 def timed(function, *args) -> float:
@@ -52,6 +59,28 @@ def shard_slices(batch: int, workers: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def loop_seconds(model: RNNLM, gate_major: bool, batch: int, steps: int) -> float:
+    """Seconds the cell's forward and backward loops take over `steps` steps of `batch` streams
+    (random weights of the model's sizes), with step products laid out as `gate_major` says:
+    the best of three after a warm-up."""
+    config, rng = model.config, np.random.default_rng(0)
+    cell, H = make_cell(config.cell, config.nonlinearity, gate_major), config.hidden_size
+    w_hh = (rng.standard_normal((cell.gates * H, H)) / np.sqrt(H)).astype(model.dtype)
+    bias = np.zeros(cell.gates * H, model.dtype)
+    xw = rng.standard_normal((steps, batch, cell.gates * H)).astype(model.dtype)
+    d_out = rng.standard_normal((steps, batch, H)).astype(model.dtype)
+    state = tuple(np.zeros((batch, H), model.dtype) for _ in range(cell.arity))
+
+    def loops():
+        _, weights = cell.prepare(w_hh, bias, bias)
+        buf = cell.allocate(steps, batch, H, model.dtype)
+        cell.forward(xw.copy(), state, weights, buf)
+        cell.backward(d_out, buf, w_hh)
+
+    loops()
+    return min(timed(loops) for _ in range(3))
+
+
 def select(state: State, rows: slice) -> State:
     return State([tuple(s[rows] for s in layer) for layer in state.layers], state.history[:, rows])
 
@@ -65,8 +94,10 @@ class ShardedModel:
     """`loss_and_grads` and `token_nll` of an RNNLM over this process's streams of a global batch
     of `batch`, computed in worker threads; `combine` adds the other processes' parts."""
 
-    def __init__(self, model: RNNLM, threads: int, batch: int, comm=None):
+    def __init__(self, model: RNNLM, threads: int, batch: int, comm=None, step_products: str = "auto"):
         self.model, self.batch, self.comm = model, batch, comm or Solo()
+        if step_products != "auto":  # else batch-major until `choose_layout`
+            self.use_step_products(step_products)
         self.rows = self.comm.rows(batch)  # this process's streams
         self.blas = OpenBLAS.find()
         self.cores = resolve_threads(0, self.comm.local_size)  # this process's share of the machine
@@ -75,6 +106,30 @@ class ShardedModel:
         self.blas_default = self.blas.get_threads() if self.blas is not None else None  # restored by close()
         self.use_workers(resolve_threads(threads, self.comm.local_size) if self.blas is not None else 1)
         self.flat: np.ndarray | None = None  # the buffer `combine` reduces
+
+    @property
+    def step_products(self) -> str:
+        """'batch_major' or 'gate_major': the layout of the model's per-step products."""
+        return STEP_PRODUCTS[self.model.cell.gate_major]
+
+    def use_step_products(self, layout: str):
+        """Lay the model's per-step products out as `layout` (one of STEP_PRODUCTS)."""
+        self.model = RNNLM(self.model.config, self.model.vocab_size, layout == "gate_major")
+
+    def faster_step_products(self, steps: int) -> str:
+        """The step-product layout for this layout's shards: batch-major (the default) unless the
+        gate-major loops run clearly faster (by SWITCH_GAIN). Both are timed in every worker at once,
+        as training runs them, the slowest worker counting; loops too quick to time reliably (under
+        LOOP_TIMED_SECONDS) keep the default, so small models lay their work out alike every run."""
+        seconds = {}
+        for layout in STEP_PRODUCTS:
+            times, _ = self.map(lambda rows: loop_seconds(self.model, layout == "gate_major",
+                                                          rows.stop - rows.start, steps), self.rows.stop - self.rows.start)
+            seconds[layout] = max(times)
+            if seconds["batch_major"] < LOOP_TIMED_SECONDS:
+                break
+        faster = seconds.get("gate_major", np.inf) < (1 - SWITCH_GAIN) * seconds["batch_major"]
+        return "gate_major" if faster else "batch_major"
 
     def use_workers(self, workers: int):
         """Shard each batch across `workers` threads, each with single-threaded BLAS; or (1) one shard,
@@ -88,25 +143,39 @@ class ShardedModel:
         if self.blas is not None:
             self.blas.set_threads(1 if workers > 1 else self.cores)
 
-    def choose_workers(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> dict:
-        """For `threads: 0`: time a training step (forward and backward) on this batch with one
-        worker per core, and, if a step takes long enough to time reliably, with one worker and
-        multi-threaded BLAS (each the best of two after a warm-up); switch to the latter only if it
-        is clearly faster (by SWITCH_GAIN).
-        Which wins depends on the CPU (where SIMD makes the gate arithmetic cheap, the workers
-        mostly wait on the interpreter lock) and on the sizes. -> {workers: seconds per step},
-        empty when there was no choice to make."""
-        if not self.automatic:
-            return {}
-        timings = {}
-        for workers in (self.cores, 1):
+    def choose_layout(self, params, tokens: np.ndarray, targets: np.ndarray, state: State,
+                      step_products: str = "auto") -> dict:
+        """Settle what is automatic, on this batch (tokens, targets (T, b)):
+
+        - `step_products` "auto": the layout of the per-step products whose loops run faster on
+          each worker's shard (`faster_step_products`);
+        - `threads: 0`: time a training step (forward and backward) with one worker per core,
+          and, if a step takes long enough to time reliably, with one worker and multi-threaded
+          BLAS (each the best of two after a warm-up, each with its own step products); switch to
+          the latter only if it is clearly faster (by SWITCH_GAIN). Which wins depends on the CPU
+          (where SIMD makes the gate arithmetic cheap, the workers mostly wait on the interpreter
+          lock) and on the sizes.
+
+        Under MPI rank 0 chooses, and the others take its choices from the config it shares.
+        -> {workers: seconds per step}, empty when there were no thread counts to choose from."""
+        if step_products != "auto":
+            self.use_step_products(step_products)
+        timings, products = {}, {}
+        for workers in (self.cores, 1) if self.automatic else (self.workers,):
             self.use_workers(workers)
+            if step_products == "auto":
+                self.use_step_products(self.faster_step_products(min(len(tokens), LOOP_STEPS)))
+            products[workers] = self.step_products
+            if not self.automatic:
+                break
             self.loss_and_grads(params, tokens, targets, state)  # warm-up
             timings[workers] = min(timed(self.loss_and_grads, params, tokens, targets, state) for _ in range(2))
             if timings[workers] < TIMED_SECONDS:
                 break
         faster = len(timings) == 2 and timings[1] < (1 - SWITCH_GAIN) * timings[self.cores]
-        self.use_workers(1 if faster else self.cores)
+        workers = 1 if faster else next(iter(products))
+        self.use_workers(workers)
+        self.use_step_products(products[workers])
         return timings
 
     def close(self):
@@ -185,6 +254,7 @@ class ShardedModel:
         """How the work is laid out, and the seconds spent combining it across processes."""
         blas = self.cores if self.workers == 1 and self.blas is not None else 1
         return {"layout": self.comm.describe(self.workers, blas), "processes": self.comm.size, "threads": self.workers,
+                "step_products": self.step_products,
                 "collective_seconds": round(self.comm.seconds, 3)}
 
     def mean_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:

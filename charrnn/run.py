@@ -36,7 +36,7 @@ from charrnn.files import sweep_temporaries, write_atomic
 from charrnn.lock import DirectoryLock
 from charrnn.model import RNNLM, State
 from charrnn.prepare import PrepareOptions, prepare
-from charrnn.schema import checkpoint_layout, config_of, progress_of, vocabulary_of
+from charrnn.schema import checkpoint_layout, config_mapping, config_of, progress_of, vocabulary_of
 from charrnn.train import Progress, TrainingState
 from charrnn.vectors import Vectors, read_vectors
 from charrnn.vocab import Vocabulary
@@ -252,7 +252,7 @@ def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config,
     """The checkpoint's config with new train settings applied; the model may not change.
     Also returns what changed, as 'key: old -> new' lines."""
     saved = read_checkpoint(Path(run_dir) / "last.npz")
-    config = resolve(yaml_path, assignments, flags, base=saved.meta["config"])
+    config = resolve(yaml_path, assignments, flags, base=config_mapping(saved.meta))
     old = config_of(saved.meta)  # keys added since the checkpoint was written take their defaults
     if config.model != old.model:
         raise UserError("model settings cannot change when resuming; start a new run with --out to change them")

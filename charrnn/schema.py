@@ -28,9 +28,18 @@ def bad(why: str):
     raise UserError(f"the checkpoint's metadata is not what charrnn writes ({why}); use another checkpoint")
 
 
+def config_mapping(meta: dict) -> dict:
+    """The checkpoint's config as a mapping to resolve. Runs saved before `train.step_products`
+    existed laid their products out batch-major: they resume so, bit for bit."""
+    mapping = dict(meta["config"])
+    if isinstance(mapping.get("train"), dict) and "step_products" not in mapping["train"]:
+        mapping["train"] = {**mapping["train"], "step_products": "batch_major"}
+    return mapping
+
+
 def config_of(meta: dict) -> Config:
     try:
-        return resolve(base=meta["config"])
+        return resolve(base=config_mapping(meta))
     except UserError as error:
         bad(f"its config: {error}")
 

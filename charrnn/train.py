@@ -77,7 +77,7 @@ class Trainer:
                  report: Callable[[str, dict], None], save: Callable[[TrainingState, tuple[str, ...]], None],
                  comm=None):
         self.config, self.cfg, self.model = config, config.train, model
-        self.sharded = ShardedModel(model, config.train.threads, self.cfg.batch_size, comm)
+        self.sharded = ShardedModel(model, config.train.threads, self.cfg.batch_size, comm, self.cfg.step_products)
         self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len, self.sharded.rows)
         self.val_tokens = val_tokens[: self.cfg.eval_tokens] if self.cfg.eval_tokens else val_tokens
         self.optimizer = make_optimizer(self.cfg)
@@ -94,13 +94,16 @@ class Trainer:
         return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
 
     def choose_layout(self, state: TrainingState) -> dict:
-        """Settle `threads: 0` by timing the first batch both ways (see `ShardedModel.choose_workers`),
-        and record the choice in the config, so that a resumed run shards its batches alike."""
+        """Settle `threads: 0` and `step_products: auto` by timing on the first batch (see
+        `ShardedModel.choose_layout`), and record the choices in the config, so that a resumed run
+        lays its work out alike and continues bit for bit."""
         x, y = self.batcher.batch(state.progress.position)
         with np.errstate(over="ignore", invalid="ignore"):
-            timings = self.sharded.choose_workers(state.params, x, y, self.sharded.own_initial_state())
+            timings = self.sharded.choose_layout(state.params, x, y, self.sharded.own_initial_state(),
+                                                 self.cfg.step_products)
         if timings:
             self.cfg.threads = self.sharded.workers
+        self.cfg.step_products = self.sharded.step_products
         return timings
 
     def stop_reason(self, progress: Progress) -> str | None:

@@ -71,8 +71,8 @@ def random_case(model, seed):
     return rng, params, tokens, targets, state
 
 
-def gradient_errors(config, masks_from_seed=None):
-    model = RNNLM(config, V)
+def gradient_errors(config, masks_from_seed=None, gate_major=False):
+    model = RNNLM(config, V, gate_major)
     seed = 7
     rng, params, tokens, targets, state = random_case(model, seed)
     while kink_margin(model, params, tokens, state) < 10 * STEP:  # ReLU is checked away from its kink
@@ -116,3 +116,27 @@ def test_backward_with_a_fixed_dropout_mask_matches_finite_differences(cell):
     config = ModelConfig(cell=cell, hidden_size=3, num_layers=3, dropout=0.4, dtype="float64")
     errors = gradient_errors(config, masks_from_seed=3)
     assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: "-".join(c))
+def test_gate_major_step_products_match_finite_differences(cell):
+    config = ModelConfig(cell=cell[0], nonlinearity=cell[1], hidden_size=3, num_layers=2, bidirectional=True,
+                         encoding="embedding", embedding_dim=3, dtype="float64")
+    errors = gradient_errors(config, gate_major=True)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: "-".join(c))
+def test_both_step_product_layouts_compute_the_same_loss_gradients_and_state(cell):
+    config = ModelConfig(cell=cell[0], nonlinearity=cell[1], hidden_size=8, num_layers=2, dtype="float64")
+    results = []
+    for gate_major in (False, True):
+        model = RNNLM(config, V, gate_major)
+        _, params, tokens, targets, state = random_case(model, 3)
+        results.append(model.loss_and_grads(params, tokens, targets, state))
+    (loss, grads, final, d_states), (loss_t, grads_t, final_t, d_states_t) = results
+    assert loss == pytest.approx(loss_t, rel=1e-13)
+    for name in grads:
+        np.testing.assert_allclose(grads_t[name], grads[name], rtol=1e-11, atol=1e-15)
+    for ours, theirs in zip(final_t.layers + d_states_t, final.layers + d_states):
+        np.testing.assert_allclose(np.stack(ours), np.stack(theirs), rtol=1e-11, atol=1e-15)

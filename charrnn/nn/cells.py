@@ -13,7 +13,12 @@ Every cell has the same interface, and its state is always a tuple, `(h,)` or `(
 - `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
   by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
 
-Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`.
+Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`. That
+product is `h_{t-1} W^T` (B, G*H) either way; a cell made with `gate_major=True` has BLAS write
+its transpose `W h_{t-1}^T` (G*H, B) and reads that through a transposed view (and likewise for
+the backward's `d W`). The numbers agree up to rounding; which runs faster depends on the BLAS
+kernel and the shapes (with OpenBLAS's AVX-512 kernel the gate-major product of a (32, 512) state
+takes about 60% of the time), so `charrnn.parallel` times both and training records its choice.
 """
 
 from __future__ import annotations
@@ -26,29 +31,52 @@ def gate_vector(H: int, values: list[float], dtype) -> np.ndarray:
     return np.repeat(np.asarray(values, dtype=dtype), H)
 
 
-class RNNCell:
+class Cell:
+    """What every cell shares: the layout of its per-step products."""
+
+    def __init__(self, gate_major: bool = False):
+        self.gate_major = gate_major
+
+    def product_buffer(self, B: int, N: int, dtype) -> np.ndarray:
+        """Where `times_transposed` writes a (B, N) result: (B, N), or (N, B) gate-major."""
+        return np.empty((N, B) if self.gate_major else (B, N), dtype)
+
+    def backward_weights(self, w_hh: np.ndarray) -> np.ndarray:
+        """w_hh (G*H, H) -> the matrix the backward's products take: `d w_hh` is `d (w_hh^T)^T`."""
+        return np.ascontiguousarray(w_hh.T) if self.gate_major else w_hh.T
+
+    def times_transposed(self, x: np.ndarray, matrix: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """x (B, K), matrix (N, K) -> x matrix^T (B, N): `out` itself, or a transposed view of it."""
+        if self.gate_major:
+            np.matmul(matrix, x.T, out=out)
+            return out.T
+        np.matmul(x, matrix.T, out=out)
+        return out
+
+
+class RNNCell(Cell):
     """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act = tanh or relu."""
 
     gates = 1
     arity = 1
 
-    def __init__(self, nonlinearity: str = "tanh"):
+    def __init__(self, nonlinearity: str = "tanh", gate_major: bool = False):
+        super().__init__(gate_major)
         self.nonlinearity = nonlinearity
 
     def prepare(self, w_hh, b_ih, b_hh):
-        return b_ih + b_hh, {"w_hh_t": w_hh.T}
+        return b_ih + b_hh, {"w_hh": w_hh}
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "mask": np.empty((B, H), bool),
-                "tmp": np.empty((B, H), dtype)}
+                "tmp": np.empty((B, H), dtype), "mm": self.product_buffer(B, H, dtype)}
 
     def forward(self, xw, state, weights, buf):
         """xw (T, B, H), state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
-        h, w = buf["h"], weights["w_hh_t"]
+        h, w = buf["h"], weights["w_hh"]
         h[0] = state[0]
         for t in range(len(xw)):
-            np.matmul(h[t], w, out=h[t + 1])
-            h[t + 1] += xw[t]
+            np.add(xw[t], self.times_transposed(h[t], w, buf["mm"]), out=h[t + 1])
             if self.nonlinearity == "tanh":
                 np.tanh(h[t + 1], out=h[t + 1])
             else:
@@ -59,6 +87,7 @@ class RNNCell:
         """d_out (T, B, H) -> (d_pre (T, B, H), d_pre, (d h0,))."""
         h, tmp = buf["h"], buf["tmp"]
         d_pre = np.empty_like(d_out)
+        w_back, mm = self.backward_weights(w_hh), self.product_buffer(*d_out[0].shape, d_out.dtype)
         dh = np.zeros_like(d_out[0])
         for t in reversed(range(len(d_out))):
             da = d_pre[t]
@@ -70,11 +99,11 @@ class RNNCell:
             else:
                 np.greater(h[t + 1], 0, out=buf["mask"])
                 da *= buf["mask"]
-            np.matmul(da, w_hh, out=dh)
-        return d_pre, d_pre, (dh,)
+            dh = self.times_transposed(da, w_back, mm)
+        return d_pre, d_pre, (np.ascontiguousarray(dh),)
 
 
-class LSTMCell:
+class LSTMCell(Cell):
     """Gates i, f, g, o = sig, sig, tanh, sig (W_ih x_t + b_ih + W_hh h_{t-1} + b_hh);
     c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)."""
 
@@ -87,13 +116,12 @@ class LSTMCell:
         shift = gate_vector(H, [0.5, 0.5, 0, 0.5], w_hh.dtype)
         # the derivative of gate value y is (y + p) * (1 - y): p = 0 for sigmoid, 1 for tanh
         deriv = gate_vector(H, [0, 0, 1, 0], w_hh.dtype)
-        return b_ih + b_hh, {"w_hh_t": (w_hh * scale[:, None]).T, "scale": scale,
-                                       "shift": shift, "deriv": deriv}
+        return b_ih + b_hh, {"w_hh": w_hh * scale[:, None], "scale": scale, "shift": shift, "deriv": deriv}
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "c": np.empty((T + 1, B, H), dtype),
                 "tanh_c": np.empty((T, B, H), dtype), "gates": None, "deriv": None,
-                "mm": np.empty((B, 4 * H), dtype), "tmp": np.empty((B, H), dtype)}
+                "mm": self.product_buffer(B, 4 * H, dtype), "tmp": np.empty((B, H), dtype)}
 
     def forward(self, xw, state, weights, buf):
         """xw (T, B, 4H) scaled, state (h0, c0) each (B, H) -> outputs (T, B, H), (h_T, c_T)."""
@@ -103,8 +131,7 @@ class LSTMCell:
         h[0], c[0] = state
         for t in range(len(xw)):
             gates = xw[t]
-            np.matmul(h[t], weights["w_hh_t"], out=mm)
-            gates += mm
+            gates += self.times_transposed(h[t], weights["w_hh"], mm)
             np.tanh(gates, out=gates)
             gates *= weights["scale"]
             gates += weights["shift"]
@@ -124,6 +151,7 @@ class LSTMCell:
         d_pre = np.empty_like(gates_all)
         dh, dc = np.zeros((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
         dh_next = np.zeros((B, H), d_out.dtype)
+        w_back, mm = self.backward_weights(w_hh), self.product_buffer(B, H, d_out.dtype)
         slope, one_minus = np.empty((B, 4 * H), d_out.dtype), np.empty((B, 4 * H), d_out.dtype)
         for t in reversed(range(T)):
             gates, d = gates_all[t], d_pre[t]
@@ -144,11 +172,11 @@ class LSTMCell:
             np.subtract(1, gates, out=one_minus)
             slope *= one_minus
             d *= slope
-            np.matmul(d, w_hh, out=dh_next)
-        return d_pre, d_pre, (dh_next, dc)
+            dh_next = self.times_transposed(d, w_back, mm)
+        return d_pre, d_pre, (np.ascontiguousarray(dh_next), dc)
 
 
-class GRUCell:
+class GRUCell(Cell):
     """r, z = sig(W_i{r,z} x_t + b_i{r,z} + W_h{r,z} h + b_h{r,z});
     n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn));  h_t = (1 - z) * n + z * h_{t-1}."""
 
@@ -160,22 +188,22 @@ class GRUCell:
         scale = gate_vector(H, [0.5, 0.5, 1], w_hh.dtype)
         bias = b_ih.copy()
         bias[:2 * H] += b_hh[:2 * H]
-        return bias, {"w_hh_t": (w_hh * scale[:, None]).T, "scale": scale, "b_hn": b_hh[2 * H:]}
+        return bias, {"w_hh": w_hh * scale[:, None], "scale": scale, "b_hn": b_hh[2 * H:]}
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "hn": np.empty((T, B, H), dtype), "gates": None,
-                "mm": np.empty((B, 3 * H), dtype), "tmp": np.empty((B, H), dtype)}
+                "mm": self.product_buffer(B, 3 * H, dtype), "tmp": np.empty((B, H), dtype)}
 
     def forward(self, xw, state, weights, buf):
         """xw (T, B, 3H) scaled, state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
-        h, hn, mm, tmp = buf["h"], buf["hn"], buf["mm"], buf["tmp"]
+        h, hn, tmp = buf["h"], buf["hn"], buf["tmp"]
         H = h.shape[-1]
         xw *= weights["scale"]
         h[0] = state[0]
         for t in range(len(xw)):
             gates = xw[t]
             rz, n = gates[:, :2 * H], gates[:, 2 * H:]
-            np.matmul(h[t], weights["w_hh_t"], out=mm)
+            mm = self.times_transposed(h[t], weights["w_hh"], buf["mm"])
             rz += mm[:, :2 * H]
             np.tanh(rz, out=rz)
             rz *= 0.5
@@ -196,6 +224,7 @@ class GRUCell:
         T, B, H = d_out.shape
         d_x, d_h = np.empty_like(gates_all), np.empty_like(gates_all)
         dh, dh_next = np.empty((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
+        w_back, mm = self.backward_weights(w_hh), self.product_buffer(B, H, d_out.dtype)
         slope = np.empty((B, 2 * H), d_out.dtype)
         for t in reversed(range(T)):
             gates = gates_all[t]
@@ -215,14 +244,13 @@ class GRUCell:
             d_x[t][:, :2 * H] *= slope
             d_h[t][:, :2 * H] = d_x[t][:, :2 * H]
             np.multiply(dn, r, out=d_h[t][:, 2 * H:])
-            np.matmul(d_h[t], w_hh, out=dh_next)
-            np.multiply(dh, z, out=tmp)
-            dh_next += tmp
+            np.multiply(dh, z, out=dh_next)  # dh_{t-1} = dh * z + d_h W_hh
+            dh_next += self.times_transposed(d_h[t], w_back, mm)
         return d_x, d_h, (dh_next,)
 
 
-def make_cell(kind: str, nonlinearity: str = "tanh"):
-    """'rnn' | 'lstm' | 'gru' -> a cell object."""
+def make_cell(kind: str, nonlinearity: str = "tanh", gate_major: bool = False):
+    """'rnn' | 'lstm' | 'gru' -> a cell object; `gate_major` picks the layout of its step products."""
     if kind == "rnn":
-        return RNNCell(nonlinearity)
-    return {"lstm": LSTMCell, "gru": GRUCell}[kind]()
+        return RNNCell(nonlinearity, gate_major)
+    return {"lstm": LSTMCell, "gru": GRUCell}[kind](gate_major)
