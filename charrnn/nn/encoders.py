@@ -30,8 +30,10 @@ class DenseInput:
         return grad.reshape(-1, G).T @ self.x.reshape(-1, self.x.shape[-1])
 
     def input_grad(self, grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        """grad (T, B, G), weight (G, I) -> dx: (T, B, I)."""
-        return grad @ weight
+        """grad (T, B, G), weight (G, I) -> dx: (T, B, I), as one product over all T * B rows
+        (a 3-D product would be T thin ones, each packing the weight again)."""
+        T, B, G = grad.shape
+        return (grad.reshape(T * B, G) @ weight).reshape(T, B, -1)
 
 
 class BagInput:
