@@ -35,6 +35,7 @@ TIMED_SECONDS = 0.05  # steps shorter than this are too noisy to choose by: keep
 SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
 LOOP_STEPS = 32  # time steps of the loops timed to choose the step products' layout
 LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
+PRODUCTS_GAIN = 0.05  # how much faster gate-major loops must be to be chosen (their timing varies by about 2%)
 STEP_PRODUCTS = ("batch_major", "gate_major")
 
 
@@ -118,7 +119,7 @@ class ShardedModel:
 
     def faster_step_products(self, steps: int) -> str:
         """The step-product layout for this layout's shards: batch-major (the default) unless the
-        gate-major loops run clearly faster (by SWITCH_GAIN). Both are timed in every worker at once,
+        gate-major loops run clearly faster (by PRODUCTS_GAIN). Both are timed in every worker at once,
         as training runs them, the slowest worker counting; loops too quick to time reliably (under
         LOOP_TIMED_SECONDS) keep the default, so small models lay their work out alike every run."""
         seconds = {}
@@ -128,7 +129,7 @@ class ShardedModel:
             seconds[layout] = max(times)
             if seconds["batch_major"] < LOOP_TIMED_SECONDS:
                 break
-        faster = seconds.get("gate_major", np.inf) < (1 - SWITCH_GAIN) * seconds["batch_major"]
+        faster = seconds.get("gate_major", np.inf) < (1 - PRODUCTS_GAIN) * seconds["batch_major"]
         return "gate_major" if faster else "batch_major"
 
     def use_workers(self, workers: int):
