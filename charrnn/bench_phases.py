@@ -11,6 +11,7 @@ own functions for the length of the measurement (nothing in the library knows ab
 - weight gradients: the products and bias sums after each backward loop;
 - with worker threads, the sum of their shard gradients; clipping; the optimizer.
 
+The step products are laid out as `charrnn train` chooses (`ShardedModel.choose_layout`).
 Times are per step, the median of the repeats. With `--threads 1` the products use BLAS's own
 threads; with more, each worker runs single-threaded BLAS on its shard, and phase times are
 summed over the workers (CPU seconds, not wall-clock), beside the step's wall-clock time.
@@ -127,6 +128,7 @@ def profile(cell: str, H: int, threads: int, repeats: int) -> tuple[dict, float]
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
     sharded = ShardedModel(model, threads, BATCH)
+    sharded.choose_layout(params, x, y, model.initial_state(BATCH))  # the step products, as training chooses them
     optimizer = make_optimizer(TrainConfig(optimizer="adam"))
     state = optimizer.init(params)
     clock = Clock()
@@ -154,7 +156,7 @@ def profile(cell: str, H: int, threads: int, repeats: int) -> tuple[dict, float]
             per_step.append(phases(clock.seconds, 1))
     sharded.close()
     median = {k: float(np.median([p[k] for p in per_step])) for k in per_step[0]}
-    return median, 1000 * float(np.median(walls[1:]))
+    return median, 1000 * float(np.median(walls[1:])), sharded.step_products
 
 
 def main():
@@ -178,6 +180,7 @@ def main():
     for phase in results[columns[0]][0]:
         print(f"| {phase} | " + " | ".join(f"{results[c][0][phase]:.1f}" for c in columns) + " |")
     print("| **step, wall clock** | " + " | ".join(f"**{results[c][1]:.1f}**" for c in columns) + " |")
+    print("| step products | " + " | ".join(results[c][2].replace("_", "-") for c in columns) + " |")
 
 
 if __name__ == "__main__":

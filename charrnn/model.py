@@ -159,16 +159,16 @@ class Stepper:
         self.layers = []
         for layer in range(model.config.num_layers):
             w_ih, w_hh, b_ih, b_hh = layer_weights(params, layer, False)
-            bias, prepared = self.cell.prepare(w_hh, b_ih, b_hh)
-            self.layers.append({"w_ih_t": np.ascontiguousarray(w_ih.T), "bias": bias, "prepared": prepared,
+            w_in, bias, prepared = self.cell.prepare(w_ih, w_hh, b_ih, b_hh)
+            self.layers.append({"w_in_t": np.ascontiguousarray(w_in.T), "bias": bias, "prepared": prepared,
                                 "xw": np.empty((1, batch, w_ih.shape[0]), model.dtype),
                                 "buf": self.cell.allocate(1, batch, H, model.dtype)})
         first = self.layers[0]
         self.bag_table = self.onehot_table = None
         if isinstance(model.encoder, BagEncoder) and model.encoder.window == 1:
-            self.onehot_table = first["w_ih_t"] + first["bias"]  # a one-hot step is one row: bias folded in
+            self.onehot_table = first["w_in_t"] + first["bias"]  # a one-hot step is one row: bias folded in
         elif isinstance(model.encoder, BagEncoder):
-            self.bag_table = BagInput.padded_table(first["w_ih_t"].T)
+            self.bag_table = BagInput.padded_table(first["w_in_t"].T)
         self.head_t = np.ascontiguousarray(params["head.weight"].T)
         self.logits = np.empty((batch, model.vocab_size), model.dtype)
         self.state = model.initial_state(batch)
@@ -186,11 +186,11 @@ class Stepper:
             if self.bag_table is not None:
                 inputs.gather(self.bag_table, out=first["xw"])
             else:
-                np.matmul(inputs.x[0], first["w_ih_t"], out=first["xw"][0])
+                np.matmul(inputs.x[0], first["w_in_t"], out=first["xw"][0])
             first["xw"] += first["bias"]
         out, states[0] = self.cell.forward(first["xw"], states[0], first["prepared"], first["buf"])
         for index, layer in enumerate(self.layers[1:], start=1):
-            np.matmul(out[0], layer["w_ih_t"], out=layer["xw"][0])
+            np.matmul(out[0], layer["w_in_t"], out=layer["xw"][0])
             layer["xw"] += layer["bias"]
             out, states[index] = self.cell.forward(layer["xw"], states[index], layer["prepared"], layer["buf"])
         np.matmul(out[0], self.head_t, out=self.logits)

@@ -55,8 +55,8 @@ def kink_margin(model, params, tokens, state):
     for k, (inputs, buf, reverse) in enumerate(caches):
         layer, direction = divmod(k, model.directions)
         w_ih, w_hh, b_ih, b_hh = layer_weights(params, layer, direction == 1)
-        xw = inputs.project(w_ih)
-        pre = (xw[::-1] if reverse else xw) + b_ih + b_hh + buf["h"][:-1] @ w_hh.T
+        xw = inputs.project(w_ih, b_ih + b_hh)
+        pre = (xw[::-1] if reverse else xw) + buf["h"][:-1] @ w_hh.T
         margin = min(margin, np.abs(pre).min())
     return margin
 

@@ -2,13 +2,13 @@
 
 Every cell has the same interface, and its state is always a tuple, `(h,)` or `(h, c)`:
 
-- `prepare(w_hh, b_ih, b_hh)` -> the bias added to the input projection (G*H,), and the weights
-  the loop uses. Sigmoid gates are computed as `0.5 * tanh(a / 2) + 0.5`; the halving is folded
-  into the recurrent weights here, once, and into the projection before the loop, so one `tanh`
-  covers every gate.
+- `prepare(w_ih, w_hh, b_ih, b_hh)` -> the weight (G*H, I) and bias (G*H,) to project the input
+  with, and the weights the loop uses. Sigmoid gates are computed as `0.5 * tanh(a / 2) + 0.5`;
+  the halving is folded into all of these here, once (halving is exact in floating point), so
+  one `tanh` covers every gate and the projection needs no pass of its own to scale.
 - `allocate(T, B, H, dtype)` -> buffers for T steps (the sampler keeps a T = 1 set for its loop).
 - `forward(xw, state, weights, buf)` runs the loop: `xw` (T, B, G*H) holds the input projection
-  plus bias on entry and is used in place as the gate buffer. Returns the outputs (T, B, H) and the
+  plus bias, made with `prepare`'s weight and bias, on entry and is used in place as the gate buffer. Returns the outputs (T, B, H) and the
   final state, both views into `buf`, which is also the cache for `backward`.
 - `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
   by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
@@ -64,8 +64,8 @@ class RNNCell(Cell):
         super().__init__(gate_major)
         self.nonlinearity = nonlinearity
 
-    def prepare(self, w_hh, b_ih, b_hh):
-        return b_ih + b_hh, {"w_hh": w_hh}
+    def prepare(self, w_ih, w_hh, b_ih, b_hh):
+        return w_ih, b_ih + b_hh, {"w_hh": w_hh}
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "mask": np.empty((B, H), bool),
@@ -110,13 +110,14 @@ class LSTMCell(Cell):
     gates = 4
     arity = 2
 
-    def prepare(self, w_hh, b_ih, b_hh):
+    def prepare(self, w_ih, w_hh, b_ih, b_hh):
         H = w_hh.shape[1]
         scale = gate_vector(H, [0.5, 0.5, 1, 0.5], w_hh.dtype)
         shift = gate_vector(H, [0.5, 0.5, 0, 0.5], w_hh.dtype)
         # the derivative of gate value y is (y + p) * (1 - y): p = 0 for sigmoid, 1 for tanh
         deriv = gate_vector(H, [0, 0, 1, 0], w_hh.dtype)
-        return b_ih + b_hh, {"w_hh": w_hh * scale[:, None], "scale": scale, "shift": shift, "deriv": deriv}
+        return (w_ih * scale[:, None], (b_ih + b_hh) * scale,
+                {"w_hh": w_hh * scale[:, None], "scale": scale, "shift": shift, "deriv": deriv})
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "c": np.empty((T + 1, B, H), dtype),
@@ -127,7 +128,6 @@ class LSTMCell(Cell):
         """xw (T, B, 4H) scaled, state (h0, c0) each (B, H) -> outputs (T, B, H), (h_T, c_T)."""
         h, c, tanh_c, mm, tmp = buf["h"], buf["c"], buf["tanh_c"], buf["mm"], buf["tmp"]
         H = h.shape[-1]
-        xw *= weights["scale"]
         h[0], c[0] = state
         for t in range(len(xw)):
             gates = xw[t]
@@ -183,12 +183,12 @@ class GRUCell(Cell):
     gates = 3
     arity = 1
 
-    def prepare(self, w_hh, b_ih, b_hh):
+    def prepare(self, w_ih, w_hh, b_ih, b_hh):
         H = w_hh.shape[1]
         scale = gate_vector(H, [0.5, 0.5, 1], w_hh.dtype)
         bias = b_ih.copy()
         bias[:2 * H] += b_hh[:2 * H]
-        return bias, {"w_hh": w_hh * scale[:, None], "scale": scale, "b_hn": b_hh[2 * H:]}
+        return w_ih * scale[:, None], bias * scale, {"w_hh": w_hh * scale[:, None], "b_hn": b_hh[2 * H:]}
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "hn": np.empty((T, B, H), dtype), "gates": None,
@@ -198,7 +198,6 @@ class GRUCell(Cell):
         """xw (T, B, 3H) scaled, state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
         h, hn, tmp = buf["h"], buf["hn"], buf["tmp"]
         H = h.shape[-1]
-        xw *= weights["scale"]
         h[0] = state[0]
         for t in range(len(xw)):
             gates = xw[t]

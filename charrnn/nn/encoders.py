@@ -1,6 +1,6 @@
 """Inputs to a recurrent layer, and the encoders that turn token ids into layer-0 inputs.
 
-A layer only needs three things from its input: the projection `x W^T` for all time steps at
+A layer only needs three things from its input: the projection `x W^T + b` for all time steps at
 once, the weight gradient `dY^T x`, and (for learned inputs) the input gradient `dY W`.
 `DenseInput` does them with matrix products. `BagInput` represents one-hot and bag-of-words
 inputs by their token ids, so the projection is a gather of weight columns (one-hot is never
@@ -19,10 +19,12 @@ class DenseInput:
     def __init__(self, x: np.ndarray):
         self.x = x
 
-    def project(self, weight: np.ndarray) -> np.ndarray:
-        """weight (G, I) -> x W^T: (T, B, G)."""
+    def project(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """weight (G, I), bias (G,) -> x W^T + b: (T, B, G)."""
         T, B, I = self.x.shape
-        return (self.x.reshape(T * B, I) @ weight.T).reshape(T, B, -1)
+        out = (self.x.reshape(T * B, I) @ weight.T).reshape(T, B, -1)
+        out += bias
+        return out
 
     def weight_grad(self, grad: np.ndarray) -> np.ndarray:
         """grad (T, B, G) of the projection -> dW: (G, I)."""
@@ -63,10 +65,17 @@ class BagInput:
             out *= self.scale
         return out
 
-    def project(self, weight: np.ndarray) -> np.ndarray:
-        """weight (G, V) -> x W^T: (T, B, G), as a sum of K gathered columns."""
+    def project(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """weight (G, V), bias (G,) -> x W^T + b: (T, B, G), as a sum of K gathered columns. For
+        one-hot input the bias is added to the table's rows, so the gather is the only pass."""
         out = np.empty((*self.ids.shape[:-1], weight.shape[0]), dtype=weight.dtype)
-        return self.gather(self.padded_table(weight), out)
+        table = self.padded_table(weight)
+        if self.ids.shape[-1] == 1 and self.scale == 1:
+            table += bias  # the 'no token' row too: x = 0 projects to b
+            return self.gather(table, out)
+        self.gather(table, out)
+        out += bias
+        return out
 
     def counts(self, dtype) -> np.ndarray:
         """The dense bag matrix (T*B, V): row n holds scale times the count of each id."""

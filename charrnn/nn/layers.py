@@ -26,9 +26,8 @@ def layer_weights(params, layer: int, reverse: bool):
 def layer_forward(cell, weights, inputs, state, reverse: bool):
     """inputs (T, B, I) as DenseInput/BagInput, state tuple of (B, H) -> out (T, B, H), final state, cache."""
     w_ih, w_hh, b_ih, b_hh = weights
-    bias, prepared = cell.prepare(w_hh, b_ih, b_hh)
-    xw = inputs.project(w_ih)
-    xw += bias
+    w_in, bias, prepared = cell.prepare(w_ih, w_hh, b_ih, b_hh)
+    xw = inputs.project(w_in, bias)
     T, B, _ = xw.shape
     buf = cell.allocate(T, B, w_hh.shape[1], w_hh.dtype)
     out, final = cell.forward(xw[::-1] if reverse else xw, state, prepared, buf)
