@@ -8,8 +8,9 @@ Every cell has the same interface, and its state is always a tuple, `(h,)` or `(
   one `tanh` covers every gate and the projection needs no pass of its own to scale.
 - `allocate(T, B, H, dtype)` -> buffers for T steps (the sampler keeps a T = 1 set for its loop).
 - `forward(xw, state, weights, buf)` runs the loop: `xw` (T, B, G*H) holds the input projection
-  plus bias, made with `prepare`'s weight and bias, on entry and is used in place as the gate buffer. Returns the outputs (T, B, H) and the
-  final state, both views into `buf`, which is also the cache for `backward`.
+  plus bias (with `prepare`'s weight and bias) on entry and is used in place as the gate buffer.
+  Returns the outputs (T, B, H) and the final state, both views into `buf`, which is also the
+  cache for `backward`.
 - `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
   by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
 
