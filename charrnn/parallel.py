@@ -212,19 +212,22 @@ class ShardedModel:
 
         def shard(rows):
             shard_masks = [m[:, rows] for m in masks] if masks is not None else None
-            return self.model.loss_and_grads(params, tokens[:, rows], targets[:, rows], select(state, rows), shard_masks)
+            loss, grads, final, _ = self.model.loss_and_grads(params, tokens[:, rows], targets[:, rows],
+                                                              select(state, rows), shard_masks)
+            share = (rows.stop - rows.start) / self.batch
+            if share != 1.0:  # weighted here, in the worker, so that the workers do it side by side
+                for gradient in grads.values():
+                    gradient *= share
+            return loss, grads, final
 
         results, weights = self.map(shard, tokens.shape[1], self.batch)
-        if len(results) == 1 and weights[0] == 1.0:
-            loss, grads, final, _ = results[0]
-            return loss, grads, final
+        if len(results) == 1:
+            return results[0][0] * weights[0], results[0][1], results[0][2]
         loss = sum(w * r[0] for w, r in zip(weights, results))
-        grads = {}
-        for name in params:
-            total = results[0][1][name] * weights[0]
-            for w, r in zip(weights[1:], results[1:]):
-                total += r[1][name] * w
-            grads[name] = total
+        grads = results[0][1]
+        for _, others, _ in results[1:]:
+            for name in params:
+                grads[name] += others[name]
         return loss, grads, concatenate([r[2] for r in results])
 
     def combine(self, loss: float, grads: dict[str, np.ndarray], elapsed: float, request: str | None):

@@ -34,6 +34,17 @@ def test_sharded_loss_gradients_and_state_equal_the_whole_batch(threads):
     np.testing.assert_array_equal(final.history, expected_final.history)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sharded_gradients_keep_the_parameters_dtype(dtype):
+    model = RNNLM(ModelConfig(cell="gru", hidden_size=6, num_layers=1, dtype=dtype), 7)
+    params = model.init_params(np.random.default_rng(0))
+    tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 5, 7))
+    sharded = ShardedModel(model, 2, 7)
+    _, grads, _ = sharded.loss_and_grads(params, tokens, targets, model.initial_state(7))
+    sharded.close()
+    assert {grads[name].dtype for name in params} == {np.dtype(dtype)}
+
+
 def test_blas_threads_are_limited_inside_and_restored_after():
     blas = OpenBLAS.find()
     if blas is None:
