@@ -98,6 +98,8 @@ CASES = {
     "negative decay_rate": ([*TRAIN, "--set", "train.decay_rate=-0.5"], "train.decay_rate must be in (0, 1]"),
     "negative seed": ([*TRAIN, "--set", "train.seed=-1"], "train.seed must not be negative"),
     "string lr": ([*TRAIN, "--set", "train.lr=fast"], "train.lr must be a number"),
+    "unknown step products": ([*TRAIN, "--set", "train.step_products=fast"],
+                              "train.step_products must be one of auto, batch_major, gate_major"),
     "bad max_time": ([*TRAIN, "--max-time", "soon"], "max_time must look like"),
     "no stopping rule": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null"], "all empty"),
     "cosine without horizon": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null",
