@@ -122,10 +122,10 @@ class ShardedModel:
         gate-major loops run clearly faster (by PRODUCTS_GAIN). Both are timed in every worker at once,
         as training runs them, the slowest worker counting; loops too quick to time reliably (under
         LOOP_TIMED_SECONDS) keep the default, so small models lay their work out alike every run."""
-        seconds = {}
+        seconds, streams = {}, self.rows.stop - self.rows.start
         for layout in STEP_PRODUCTS:
-            times, _ = self.map(lambda rows: loop_seconds(self.model, layout == "gate_major",
-                                                          rows.stop - rows.start, steps), self.rows.stop - self.rows.start)
+            gate_major = layout == "gate_major"
+            times, _ = self.map(lambda rows: loop_seconds(self.model, gate_major, rows.stop - rows.start, steps), streams)
             seconds[layout] = max(times)
             if seconds["batch_major"] < LOOP_TIMED_SECONDS:
                 break
