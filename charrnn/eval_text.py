@@ -3,8 +3,9 @@
 1. The token ids the model reads: a prepared split as it is (a memory map), or text files
    encoded chunk by chunk into a temporary file of int32 ids, with unknown tokens skipped or
    mapped to <unk> as `charrnn eval` promises (an error with `strict`).
-2. Scoring them: by a `charrnn.pieces.Method` (exact, or pieces side by side with warm-up), or
-   adapting as it reads (dynamic evaluation, exact by nature). For a page, the NLL of every
+2. Scoring them: by a `charrnn.pieces.Method` (exact, or pieces side by side with warm-up, the
+   pieces shared among worker threads as a training batch is), or adapting as it reads (dynamic
+   evaluation, exact by nature). For a page, the NLL of every
    predicted position goes to a temporary float32 file.
 3. The page's tokens, read back in order from the split, or by reading the texts again, each
    with its NLL (NaN where nothing predicted it) and whether the vocabulary lacks it.
@@ -22,6 +23,7 @@ import numpy as np
 
 from charrnn.corpus import read_text
 from charrnn.evaluate import Score, StreamScorer, known_ids, unknown_handling, word_aware
+from charrnn.parallel import ShardedModel
 from charrnn.pieces import Method, score_tokens
 from charrnn.vocab import Vocabulary
 
@@ -62,9 +64,17 @@ def nll_file(directory: Path, count: int) -> np.ndarray:
 
 def score_ids(model, params, ids: np.ndarray, method: Method, chunk: int, adapter=None, into=None,
               on_tokens=None) -> Score:
-    """Score the ids (N,) by `method`, or adapting (`adapter`, exact); NLL per position into `into`."""
-    if adapter is None:
+    """Score the ids (N,) by `method`, or adapting (`adapter`, exact); NLL per position into `into`.
+    Pieces side by side run on one worker thread per core, each with a shard of them (one stream
+    has nothing to share)."""
+    if adapter is None and method.exact:
         return Score(*score_tokens(model, params, ids, method, chunk, on_tokens, into))
+    if adapter is None:
+        sharded = ShardedModel(model, 0, method.streams)
+        try:
+            return Score(*score_tokens(sharded, params, ids, method, chunk, on_tokens, into))
+        finally:
+            sharded.close()
     scorer = StreamScorer(model, params, chunk, adapter)
     for begin in range(0, len(ids), BLOCK):
         nll = scorer.feed(ids[begin: begin + BLOCK])

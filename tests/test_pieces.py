@@ -61,6 +61,19 @@ def test_pieces_agree_with_the_exact_score_of_a_trained_model(trained_run):
     assert cold / count > nats / count
 
 
+def test_pieces_on_worker_threads_score_as_on_one(tmp_path):
+    from charrnn.eval_text import nll_file, score_ids
+
+    model, params = toy()
+    ids = np.random.default_rng(3).integers(0, 6, 900)
+    method = Method(streams=7, warmup=16)
+    into = nll_file(tmp_path, len(ids))
+    score = score_ids(model, params, ids, method, chunk=32, into=into)
+    nats, count = score_tokens(model, params, ids, method, chunk=32)
+    assert score.tokens == count and score.nats == pytest.approx(nats, rel=1e-12)
+    assert float(np.nansum(into[1:], dtype=np.float64)) == pytest.approx(nats, rel=1e-6)  # stored as float32
+
+
 def test_the_method_is_chosen_by_length():
     assert Method.automatic(10_000, 512).exact
     assert Method.automatic(2 * EXACT_BELOW * 512, 512) == Method(2, 512)
