@@ -73,7 +73,7 @@ def loop_seconds(model: RNNLM, gate_major: bool, batch: int, steps: int) -> floa
     state = tuple(np.zeros((batch, H), model.dtype) for _ in range(cell.arity))
 
     def loops():
-        _, _, weights = cell.prepare(w_hh[:, :0], w_hh, bias, bias)
+        _, _, weights = cell.prepare(w_hh[:, :0], w_hh, bias, bias)  # no input: only the loop's weights are used
         buf = cell.allocate(steps, batch, H, model.dtype)
         cell.forward(xw.copy(), state, weights, buf)
         cell.backward(d_out, buf, w_hh)
