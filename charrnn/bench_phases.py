@@ -127,7 +127,7 @@ def profile(cell: str, H: int, threads: int, repeats: int) -> tuple[dict, float]
     params = model.init_params(np.random.default_rng(0))
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
-    sharded = ShardedModel(model, threads, BATCH)
+    sharded = ShardedModel(model, threads, BATCH, may_fork=False)  # the phases are timed in this process
     sharded.choose_layout(params, x, y, model.initial_state(BATCH))  # the step products, as training chooses them
     optimizer = make_optimizer(TrainConfig(optimizer="adam"))
     state = optimizer.init(params)

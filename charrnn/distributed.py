@@ -48,10 +48,11 @@ def split_rows(batch: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def describe_threads(workers: int, blas: int) -> str:
-    """How one process spreads its work: '2 worker threads x 1 BLAS thread', '1 worker x 2 BLAS threads'."""
+def describe_threads(workers: int, blas: int, forked: bool = False) -> str:
+    """How one process spreads its work: '2 worker threads x 1 BLAS thread', '1 worker x 2 BLAS threads',
+    or, with its training steps' shards in forked processes, '2 worker processes x 1 BLAS thread'."""
     if workers > 1:
-        return f"{workers} worker threads x 1 BLAS thread"
+        return f"{workers} worker {'processes' if forked else 'threads'} x 1 BLAS thread"
     return f"1 worker x {blas} BLAS thread{'s' if blas > 1 else ''}"
 
 
@@ -92,8 +93,8 @@ class Solo:
     def gather_rows(self, local: np.ndarray, batch: int, axis: int = 0) -> np.ndarray:
         return local
 
-    def describe(self, workers: int, blas: int) -> str:
-        return describe_threads(workers, blas)
+    def describe(self, workers: int, blas: int, forked: bool = False) -> str:
+        return describe_threads(workers, blas, forked)
 
 
 class World:
@@ -144,5 +145,5 @@ class World:
         """End every process of the job now (after a failure on this one)."""
         self.comm.Abort(code)
 
-    def describe(self, workers: int, blas: int) -> str:
-        return f"{self.size} ranks x {describe_threads(workers, blas)}"
+    def describe(self, workers: int, blas: int, forked: bool = False) -> str:
+        return f"{self.size} ranks x {describe_threads(workers, blas, forked)}"

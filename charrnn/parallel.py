@@ -9,7 +9,10 @@ batch size and thread count, so results are deterministic for a given `threads` 
 the BLAS thread count cannot be set, one worker is used and BLAS keeps its own threads.
 
 The layout of each time step's product with W_hh (batch-major or gate-major, see
-`charrnn.nn.cells`) is chosen here too, by timing the cell's loops both ways on a worker's shard.
+`charrnn.nn.cells`) is chosen here too, by timing the cell's loops both ways on a worker's shard;
+so is whether a training step's shards run in worker threads or in forked worker processes
+(`charrnn.worker_processes`), which do not share the interpreter's lock. Both compute the same
+numbers; validation and scoring always run in the threads.
 
 Under MPI (`charrnn.distributed`) this process owns only a block of the batch's streams: the
 threads share that block, each shard weighted by its share of the whole batch, and `combine`
@@ -24,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from charrnn import worker_processes
 from charrnn.blas import OpenBLAS
 from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
@@ -36,6 +40,7 @@ SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
 LOOP_STEPS = 32  # time steps of the loops timed to choose the step products' layout
 LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
 PRODUCTS_GAIN = 0.05  # how much faster gate-major loops must be to be chosen (their timing varies by about 2%)
+PROCESSES_GAIN = 0.03  # how much faster worker processes must be than worker threads to be chosen
 STEP_PRODUCTS = ("batch_major", "gate_major")
 
 
@@ -95,8 +100,12 @@ class ShardedModel:
     """`loss_and_grads` and `token_nll` of an RNNLM over this process's streams of a global batch
     of `batch`, computed in worker threads; `combine` adds the other processes' parts."""
 
-    def __init__(self, model: RNNLM, threads: int, batch: int, comm=None, step_products: str = "auto"):
+    def __init__(self, model: RNNLM, threads: int, batch: int, comm=None, step_products: str = "auto",
+                 may_fork: bool = True):
         self.model, self.batch, self.comm = model, batch, comm or Solo()
+        self.processes: worker_processes.WorkerProcesses | None = None  # see `choose_layout`
+        self.forked = False  # whether training steps run in worker processes (still said after `close`)
+        self.may_fork = may_fork and self.comm.size == 1
         if step_products != "auto":  # else batch-major until `choose_layout`
             self.use_step_products(step_products)
         self.rows = self.comm.rows(batch)  # this process's streams
@@ -115,6 +124,7 @@ class ShardedModel:
 
     def use_step_products(self, layout: str):
         """Lay the model's per-step products out as `layout` (one of STEP_PRODUCTS)."""
+        self.stop_processes()
         self.model = RNNLM(self.model.config, self.model.vocab_size, layout == "gate_major")
 
     def faster_step_products(self, steps: int) -> str:
@@ -137,6 +147,7 @@ class ShardedModel:
         BLAS with this process's cores. The BLAS thread count holds until `close`, between steps too:
         a multi-threaded BLAS call (a dot product in clipping) would leave BLAS threads spinning
         through the next step, on the cores the workers need."""
+        self.stop_processes()
         if self.pool is not None:
             self.pool.shutdown()
         self.workers = workers
@@ -151,36 +162,73 @@ class ShardedModel:
         - `step_products` "auto": the layout of the per-step products whose loops run faster on
           each worker's shard (`faster_step_products`);
         - `threads: 0`: time a training step (forward and backward) with one worker per core,
-          and, if a step takes long enough to time reliably, with one worker and multi-threaded
-          BLAS (each the best of two after a warm-up, each with its own step products); switch to
-          the latter only if it is clearly faster (by SWITCH_GAIN). Which wins depends on the CPU
-          (where SIMD makes the gate arithmetic cheap, the workers mostly wait on the interpreter
-          lock) and on the sizes.
+          and, if a step takes long enough to time reliably, with those workers in forked
+          processes, and with one worker and multi-threaded BLAS (each the best of two after a
+          warm-up, each with its own step products); switch to processes only if they are faster
+          by PROCESSES_GAIN, to one worker only if it is clearly faster (by SWITCH_GAIN). Which wins
+          depends on the CPU (where SIMD makes the gate arithmetic cheap, worker threads mostly
+          wait on the interpreter lock) and on the sizes.
 
-        Under MPI rank 0 chooses, and the others take its choices from the config it shares.
-        -> {workers: seconds per step}, empty when there were no thread counts to choose from."""
+        A fixed thread count (resumed runs have one) still times threads against processes, which
+        compute the same numbers. Under MPI rank 0 chooses, and the others take its choices from
+        the config it shares; MPI processes keep their threads.
+        -> {workers: seconds per step}, empty when nothing was timed."""
         if step_products != "auto":
             self.use_step_products(step_products)
-        timings, products = {}, {}
+        timings, products, forked = {}, {}, {}
         for workers in (self.cores, 1) if self.automatic else (self.workers,):
             self.use_workers(workers)
             if step_products == "auto":
                 self.use_step_products(self.faster_step_products(min(len(tokens), LOOP_STEPS)))
             products[workers] = self.step_products
-            if not self.automatic:
+            if not (self.automatic or self.can_fork(tokens.shape[1])):
                 break
-            self.loss_and_grads(params, tokens, targets, state)  # warm-up
-            timings[workers] = min(timed(self.loss_and_grads, params, tokens, targets, state) for _ in range(2))
+            timings[workers] = self.step_seconds(params, tokens, targets, state)
             if timings[workers] < TIMED_SECONDS:
                 break
+            if self.start_processes(params, tokens.shape[1]):
+                in_processes = self.step_seconds(params, tokens, targets, state)
+                forked[workers] = in_processes < (1 - PROCESSES_GAIN) * timings[workers]
+                timings[workers] = in_processes if forked[workers] else timings[workers]
+                self.stop_processes()
         faster = len(timings) == 2 and timings[1] < (1 - SWITCH_GAIN) * timings[self.cores]
         workers = 1 if faster else next(iter(products))
         self.use_workers(workers)
         self.use_step_products(products[workers])
+        if forked.get(workers):
+            self.start_processes(params, tokens.shape[1])
         return timings
+
+    def step_seconds(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:
+        """Seconds a training step takes as laid out now: the best of two after a warm-up."""
+        self.loss_and_grads(params, tokens, targets, state)
+        return min(timed(self.loss_and_grads, params, tokens, targets, state) for _ in range(2))
+
+    def can_fork(self, streams: int) -> bool:
+        """Whether a training step of `streams` streams can run its shards in worker processes."""
+        return self.may_fork and len(shard_slices(streams, self.workers)) > 1 and worker_processes.available()
+
+    def start_processes(self, params, streams: int) -> bool:
+        """Run the shards of a training step of `streams` streams in forked worker processes, one
+        per worker thread, where that is possible (see `charrnn.worker_processes`)."""
+        if not self.can_fork(streams):
+            return False
+        self.processes = worker_processes.WorkerProcesses(self.model, params, len(shard_slices(streams, self.workers)))
+        self.forked = True
+        return True
+
+    def stop_processes(self):
+        self.end_processes()
+        self.forked = False
+
+    def end_processes(self):
+        if self.processes is not None:
+            self.processes.close()
+            self.processes = None
 
     def close(self):
         """Stop the workers and give BLAS its own thread count back."""
+        self.end_processes()
         if self.pool is not None:
             self.pool.shutdown()
             self.pool = None
@@ -209,6 +257,8 @@ class ShardedModel:
         them in a single process), and its streams' final state."""
         if masks is not None:
             masks = [m[:, self.rows] for m in masks]
+        if self.processes is not None:
+            return self.loss_and_grads_in_processes(params, tokens, targets, state, masks)
 
         def shard(rows):
             shard_masks = [m[:, rows] for m in masks] if masks is not None else None
@@ -229,6 +279,16 @@ class ShardedModel:
             for name in params:
                 grads[name] += others[name]
         return loss, grads, concatenate([r[2] for r in results])
+
+    def loss_and_grads_in_processes(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks):
+        """`loss_and_grads` with the shards in the worker processes: the same numbers."""
+        slices = shard_slices(tokens.shape[1], self.workers)
+        shares = [(rows.stop - rows.start) / self.batch for rows in slices]
+        shards = [(tokens[:, rows], targets[:, rows], select(state, rows),
+                   [m[:, rows] for m in masks] if masks is not None else None, share)
+                  for rows, share in zip(slices, shares)]
+        losses, grads, finals = self.processes.loss_and_grads(params, shards)
+        return sum(share * loss for share, loss in zip(shares, losses)), grads, concatenate(finals)
 
     def combine(self, loss: float, grads: dict[str, np.ndarray], elapsed: float, request: str | None):
         """This process's part of the loss and gradients, its clock (seconds trained) and stop
@@ -257,7 +317,8 @@ class ShardedModel:
     def layout(self) -> dict:
         """How the work is laid out, and the seconds spent combining it across processes."""
         blas = self.cores if self.workers == 1 and self.blas is not None else 1
-        return {"layout": self.comm.describe(self.workers, blas), "processes": self.comm.size, "threads": self.workers,
+        return {"layout": self.comm.describe(self.workers, blas, self.forked), "processes": self.comm.size,
+                "threads": self.workers, "worker_processes": self.forked,
                 "step_products": self.step_products,
                 "collective_seconds": round(self.comm.seconds, 3)}
 

@@ -1,0 +1,119 @@
+"""Worker processes compute a training step's shards to the bit as worker threads do, hand their
+errors back, are chosen only when faster, and leave no process behind."""
+
+import multiprocessing
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from charrnn import parallel, worker_processes
+from charrnn.config import ModelConfig
+from charrnn.model import RNNLM
+from charrnn.parallel import ShardedModel
+
+pytestmark = pytest.mark.skipif(not worker_processes.available(), reason="no fork on this platform")
+
+BATCH = 6
+
+
+def sharded_step(dropout: float = 0.0, dtype: str = "float32"):
+    """A two-worker ShardedModel of a small stacked LSTM, its parameters, a batch and dropout masks."""
+    config = ModelConfig(cell="lstm", hidden_size=8, num_layers=2, dropout=dropout, dtype=dtype)
+    model = RNNLM(config, 7)
+    params = model.init_params(np.random.default_rng(0))
+    tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 5, BATCH))
+    masks = model.dropout_masks(np.random.default_rng(2), 5, BATCH) if dropout else None
+    sharded = ShardedModel(model, 2, BATCH)
+    if sharded.workers == 1:
+        pytest.skip("the BLAS thread count cannot be set here, so training does not shard")
+    return sharded, params, tokens, targets, masks
+
+
+def step(sharded, params, tokens, targets, masks):
+    return sharded.loss_and_grads(params, tokens, targets, sharded.model.initial_state(BATCH), masks)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_processes_give_the_threads_loss_gradients_and_state_to_the_bit(dropout, dtype):
+    sharded, params, tokens, targets, masks = sharded_step(dropout, dtype)
+    loss, grads, final = step(sharded, params, tokens, targets, masks)
+    assert sharded.start_processes(params, BATCH)
+    assert sharded.layout()["layout"] == "2 worker processes x 1 BLAS thread"
+    halved = {name: p * 0.5 for name, p in params.items()}  # each call's parameters, not the fork's
+    assert step(sharded, halved, tokens, targets, masks)[0] != loss
+    forked_loss, forked_grads, forked_final = step(sharded, params, tokens, targets, masks)
+    sharded.close()
+    assert forked_loss == loss
+    for name in params:
+        assert forked_grads[name].dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(forked_grads[name], grads[name])
+    for ours, theirs in zip(forked_final.layers, final.layers):
+        np.testing.assert_array_equal(np.stack(ours), np.stack(theirs))
+    np.testing.assert_array_equal(forked_final.history, final.history)
+
+
+def test_a_workers_exception_is_raised_in_the_caller_and_the_workers_go_on():
+    sharded, params, tokens, targets, _ = sharded_step()
+    sharded.start_processes(params, BATCH)
+    with pytest.raises(IndexError):
+        step(sharded, params, tokens + 100, targets, None)  # token ids beyond the vocabulary
+    with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):  # the caller's error state holds there
+        step(sharded, {name: np.full_like(p, np.inf) for name, p in params.items()}, tokens, targets, None)
+    loss, _, _ = step(sharded, params, tokens, targets, None)
+    sharded.close()
+    assert np.isfinite(loss)
+
+
+def test_a_worker_that_dies_ends_the_step_with_a_clear_error():
+    sharded, params, tokens, targets, _ = sharded_step()
+    sharded.start_processes(params, BATCH)
+    os.kill(sharded.processes.processes[1].pid, signal.SIGKILL)
+    sharded.processes.processes[1].join()
+    with pytest.raises(RuntimeError, match="worker process 1 ended in the middle of a step"):
+        step(sharded, params, tokens, targets, None)
+    sharded.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_ignore_stop_signals_and_end_when_closed():
+    sharded, params, tokens, targets, _ = sharded_step()
+    sharded.start_processes(params, BATCH)
+    workers = list(sharded.processes.processes)
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the parent decides
+        os.kill(worker.pid, signal.SIGTERM)
+    loss, _, _ = step(sharded, params, tokens, targets, None)
+    assert np.isfinite(loss) and all(worker.is_alive() for worker in workers)
+    sharded.close()
+    assert sharded.processes is None and not any(worker.is_alive() for worker in workers)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("processes_faster", [True, False])
+def test_training_keeps_processes_only_when_they_are_faster(monkeypatch, processes_faster):
+    sharded, params, tokens, targets, _ = sharded_step()
+    monkeypatch.setattr(parallel, "TIMED_SECONDS", 0.0)
+    speed_up = 0.9 if processes_faster else 1 - parallel.PROCESSES_GAIN / 2
+
+    def step_seconds(self, *args):
+        return 1.0 * (speed_up if self.processes is not None else 1.0)
+
+    monkeypatch.setattr(ShardedModel, "step_seconds", step_seconds)
+    timings = sharded.choose_layout(params, tokens, targets, sharded.model.initial_state(BATCH))
+    assert timings == {2: speed_up if processes_faster else 1.0}  # a fixed thread count: no one-worker timing
+    assert (sharded.processes is not None) == processes_faster
+    sharded.close()
+    assert sharded.layout()["worker_processes"] == processes_faster  # what the training steps ran in
+    assert multiprocessing.active_children() == []
+
+
+def test_mpi_processes_and_quick_steps_never_fork():
+    sharded, params, tokens, targets, _ = sharded_step()
+    assert sharded.choose_layout(params, tokens, targets, sharded.model.initial_state(BATCH)) is not None
+    assert sharded.processes is None  # a step this small is too quick to time: threads stay
+    sharded.may_fork = False  # as under MPI
+    assert not sharded.start_processes(params, BATCH) and sharded.processes is None
+    sharded.close()
