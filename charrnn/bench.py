@@ -6,11 +6,14 @@ is one token at a time per stream, with softmax sampling, for 1, 8 and 64 stream
 is importable the same shapes are timed in PyTorch (training, and sampling one stream),
 alternating with ours in the same run, and the ratio printed. The best of the repeats is reported
 for both, which is the least noisy statistic on a shared machine. The header names the CPU,
-NumPy's SIMD level and the BLAS kernel, which decide what is slow (`charrnn.machine`).
+NumPy's SIMD level and the BLAS kernel, which decide what is slow (`charrnn.machine`). Each
+training row also gives the share of the machine's float32 GEMM peak that the matrix products'
+FLOPs reach, ours and PyTorch's: where PyTorch's is near 100%, no implementation of the same
+products can be much faster than it.
 
-Threads: training lays its work out as `charrnn train` does with `threads: 0` (worker threads on
-batch shards with single-threaded BLAS, or one worker with BLAS's threads, whichever is faster
-here, see charrnn.parallel); sampling uses BLAS's own threads, as the CLI does. PyTorch's thread
+Threads: training lays its work out as `charrnn train` does with `threads: 0` (workers on batch
+shards with single-threaded BLAS, in threads or forked processes, or one worker with BLAS's
+threads, whichever is faster here, see charrnn.parallel); sampling uses BLAS's own threads, as the CLI does. PyTorch's thread
 pool is set to the same number of cores.
 """
 
@@ -133,8 +136,8 @@ def main():
                                                 else "torch not installed"))
     print(f"# float32 GEMM peak ({cores} x single-threaded 2048^3): {peak:.0f} GFLOPS; "
           f"{LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}; best of {args.repeats}\n")
-    print("| cell | H | layout | train tok/s | torch tok/s | ratio | % GEMM peak |")
-    print("|---|---|---|---|---|---|---|")
+    print("| cell | H | layout | train tok/s | torch tok/s | ratio | % GEMM peak | torch % GEMM peak |")
+    print("|---|---|---|---|---|---|---|---|")
     rows, samples = [], []
     for cell in args.cells.split(","):
         for H in map(int, args.sizes.split(",")):
@@ -146,9 +149,10 @@ def main():
                 if ref:
                     train_ref.append(BATCH * SEQ / best_time(ref.train_step, 1))
             ours.sharded.close()  # sampling runs as `charrnn sample` does, with BLAS's own threads
-            fraction = max(train) * training_flops(cell, H) / (peak * 1e9)
+            share = {rate: f"{100 * rate * training_flops(cell, H) / (peak * 1e9):.0f}%" for rate in train + train_ref}
             rows.append([cell, H, layout, f"{max(train):,.0f}", f"{max(train_ref):,.0f}" if ref else "-",
-                         f"{max(train) / max(train_ref):.2f}" if ref else "-", f"{100 * fraction:.0f}%"])
+                         f"{max(train) / max(train_ref):.2f}" if ref else "-", share[max(train)],
+                         share[max(train_ref)] if ref else "-"])
             print("| " + " | ".join(map(str, rows[-1])) + " |", flush=True)
             rates = {}
             for streams in (1, 8, 64):
