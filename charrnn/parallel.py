@@ -40,7 +40,6 @@ SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
 LOOP_STEPS = 32  # time steps of the loops timed to choose the step products' layout
 LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
 PRODUCTS_GAIN = 0.05  # how much faster gate-major loops must be to be chosen (their timing varies by about 2%)
-PROCESSES_GAIN = 0.03  # how much faster worker processes must be than worker threads to be chosen
 STEP_PRODUCTS = ("batch_major", "gate_major")
 
 
@@ -164,10 +163,11 @@ class ShardedModel:
         - `threads: 0`: time a training step (forward and backward) with one worker per core,
           and, if a step takes long enough to time reliably, with those workers in forked
           processes, and with one worker and multi-threaded BLAS (each the best of two after a
-          warm-up, each with its own step products); switch to processes only if they are faster
-          by PROCESSES_GAIN, to one worker only if it is clearly faster (by SWITCH_GAIN). Which wins
-          depends on the CPU (where SIMD makes the gate arithmetic cheap, worker threads mostly
-          wait on the interpreter lock) and on the sizes.
+          warm-up, each with its own step products); keep the processes if they are faster at
+          all (they compute the same numbers), switch to one worker only if it is clearly faster
+          (by SWITCH_GAIN, as its sums differ). Which wins depends on the CPU (where SIMD makes
+          the gate arithmetic cheap, worker threads mostly wait on the interpreter lock) and on
+          the sizes.
 
         A fixed thread count (resumed runs have one) still times threads against processes, which
         compute the same numbers. Under MPI rank 0 chooses, and the others take its choices from
@@ -188,7 +188,7 @@ class ShardedModel:
                 break
             if self.start_processes(params, tokens.shape[1]):
                 in_processes = self.step_seconds(params, tokens, targets, state)
-                forked[workers] = in_processes < (1 - PROCESSES_GAIN) * timings[workers]
+                forked[workers] = in_processes < timings[workers]  # the same numbers: the faster wins by any margin
                 timings[workers] = in_processes if forked[workers] else timings[workers]
                 self.stop_processes()
         faster = len(timings) == 2 and timings[1] < (1 - SWITCH_GAIN) * timings[self.cores]

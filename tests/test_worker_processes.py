@@ -96,14 +96,14 @@ def test_workers_ignore_stop_signals_and_end_when_closed():
 def test_training_keeps_processes_only_when_they_are_faster(monkeypatch, processes_faster):
     sharded, params, tokens, targets, _ = sharded_step()
     monkeypatch.setattr(parallel, "TIMED_SECONDS", 0.0)
-    speed_up = 0.9 if processes_faster else 1 - parallel.PROCESSES_GAIN / 2
+    speed_up = 0.99 if processes_faster else 1.01
 
     def step_seconds(self, *args):
         return 1.0 * (speed_up if self.processes is not None else 1.0)
 
     monkeypatch.setattr(ShardedModel, "step_seconds", step_seconds)
     timings = sharded.choose_layout(params, tokens, targets, sharded.model.initial_state(BATCH))
-    assert timings == {2: speed_up if processes_faster else 1.0}  # a fixed thread count: no one-worker timing
+    assert timings == {2: min(speed_up, 1.0)}  # a fixed thread count: no one-worker timing
     assert (sharded.processes is not None) == processes_faster
     sharded.close()
     assert sharded.layout()["worker_processes"] == processes_faster  # what the training steps ran in
