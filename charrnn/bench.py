@@ -33,6 +33,7 @@ from charrnn.parallel import ShardedModel, resolve_threads
 from charrnn.sample import SamplingSettings, generate
 
 V, LAYERS, BATCH, SEQ, LR = 65, 2, 64, 128, 1e-3
+SETTLE_SECONDS = 1.0
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -141,6 +142,7 @@ def main():
     rows, samples = [], []
     for cell in args.cells.split(","):
         for H in map(int, args.sizes.split(",")):
+            time.sleep(SETTLE_SECONDS)  # PyTorch's idle OpenMP threads spin for a while: not while ours choose
             ours, ref = Ours(cell, H, args.threads), Torch(torch, cell, H) if torch else None
             layout = "{layout}, {step_products}".format(**ours.sharded.layout()).replace("_", "-")
             train, train_ref = [], []

@@ -37,7 +37,7 @@ from charrnn.nn.cells import make_cell
 
 TIMED_SECONDS = 0.05  # steps shorter than this are too noisy to choose by: keep one worker per core
 SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
-LOOP_STEPS = 32  # time steps of the loops timed to choose the step products' layout
+LOOP_STEPS = 128  # time steps of the loops timed to choose the step products' layout
 LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
 PRODUCTS_GAIN = 0.05  # how much faster gate-major loops must be to be chosen (their timing varies by about 2%)
 STEP_PRODUCTS = ("batch_major", "gate_major")
@@ -126,16 +126,23 @@ class ShardedModel:
         self.stop_processes()
         self.model = RNNLM(self.model.config, self.model.vocab_size, layout == "gate_major")
 
-    def faster_step_products(self, steps: int) -> str:
+    def faster_step_products(self, steps: int, alone: bool = False) -> str:
         """The step-product layout for this layout's shards: batch-major (the default) unless the
-        gate-major loops run clearly faster (by PRODUCTS_GAIN). Both are timed in every worker at once,
-        as training runs them, the slowest worker counting; loops too quick to time reliably (under
-        LOOP_TIMED_SECONDS) keep the default, so small models lay their work out alike every run."""
+        gate-major loops run clearly faster (by PRODUCTS_GAIN). Both are timed in every worker thread
+        at once, as training runs them, the slowest worker counting, or, `alone`, on one shard in
+        this thread, as a worker process runs it (threads' timings also hold their waits for the
+        interpreter lock). Loops too quick to time reliably (under LOOP_TIMED_SECONDS) keep the
+        default, so small models lay their work out alike every run."""
         seconds, streams = {}, self.rows.stop - self.rows.start
+        shard = shard_slices(streams, self.workers)[0]
         for layout in STEP_PRODUCTS:
             gate_major = layout == "gate_major"
-            times, _ = self.map(lambda rows: loop_seconds(self.model, gate_major, rows.stop - rows.start, steps), streams)
-            seconds[layout] = max(times)
+            if alone:
+                seconds[layout] = loop_seconds(self.model, gate_major, shard.stop - shard.start, steps)
+            else:
+                times, _ = self.map(lambda rows: loop_seconds(self.model, gate_major, rows.stop - rows.start, steps),
+                                    streams)
+                seconds[layout] = max(times)
             if seconds["batch_major"] < LOOP_TIMED_SECONDS:
                 break
         faster = seconds.get("gate_major", np.inf) < (1 - PRODUCTS_GAIN) * seconds["batch_major"]
@@ -176,20 +183,25 @@ class ShardedModel:
         if step_products != "auto":
             self.use_step_products(step_products)
         timings, products, forked = {}, {}, {}
+        steps, streams = min(len(tokens), LOOP_STEPS), tokens.shape[1]
         for workers in (self.cores, 1) if self.automatic else (self.workers,):
             self.use_workers(workers)
             if step_products == "auto":
-                self.use_step_products(self.faster_step_products(min(len(tokens), LOOP_STEPS)))
+                self.use_step_products(self.faster_step_products(steps))
             products[workers] = self.step_products
-            if not (self.automatic or self.can_fork(tokens.shape[1])):
+            if not (self.automatic or self.can_fork(streams)):
                 break
             timings[workers] = self.step_seconds(params, tokens, targets, state)
             if timings[workers] < TIMED_SECONDS:
                 break
-            if self.start_processes(params, tokens.shape[1]):
+            if self.can_fork(streams):
+                if step_products == "auto":
+                    self.use_step_products(self.faster_step_products(steps, alone=True))
+                self.start_processes(params, streams)
                 in_processes = self.step_seconds(params, tokens, targets, state)
                 forked[workers] = in_processes < timings[workers]  # the same numbers: the faster wins by any margin
-                timings[workers] = in_processes if forked[workers] else timings[workers]
+                if forked[workers]:
+                    timings[workers], products[workers] = in_processes, self.step_products
                 self.stop_processes()
         faster = len(timings) == 2 and timings[1] < (1 - SWITCH_GAIN) * timings[self.cores]
         workers = 1 if faster else next(iter(products))
