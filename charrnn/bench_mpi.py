@@ -2,7 +2,8 @@
 of data-parallel training across nodes.
 
 Measured: for each cell and hidden size, `charrnn train` for a fixed number of steps as one
-process with two worker threads and as two MPI ranks with one thread each (`mpiexec -n 2`),
+process with two workers (threads, or forked processes where those time faster, see
+charrnn.parallel) and as two MPI ranks with one thread each (`mpiexec -n 2`),
 alternating, best of the repeats; tokens/s from each run's summary.json, and the seconds per step
 rank 0 spent in the step's collective (on one machine it is shared memory, and it includes
 waiting for the slower rank).
@@ -37,7 +38,8 @@ NODES = (4, 8, 16, 32, 64)
 
 
 def train(data: Path, out: Path, cell: str, H: int, steps: int, ranks: int, threads: int, batch: int, seq: int):
-    """One timed run -> (tokens/s, seconds per step in the collective)."""
+    """One timed run -> (tokens/s, seconds per step in the collective, 'threads' or 'processes': what
+    its workers were)."""
     command = [sys.executable, "-m", "charrnn", "train", str(data), "--out", str(out), "--force", "--quiet",
                "--cell", cell, "--hidden-size", str(H), "--layers", "2", "--batch-size", str(batch),
                "--seq-len", str(seq), "--max-steps", str(steps), "--set", f"train.threads={threads}",
@@ -46,7 +48,8 @@ def train(data: Path, out: Path, cell: str, H: int, steps: int, ranks: int, thre
         command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), *command]
     subprocess.run(command, check=True, capture_output=True)
     summary = json.loads((out / "summary.json").read_text())
-    return summary["tokens"] / summary["seconds"], summary["collective_seconds"] / summary["steps"]
+    return (summary["tokens"] / summary["seconds"], summary["collective_seconds"] / summary["steps"],
+            "processes" if summary.get("worker_processes") else "threads")
 
 
 def parameters(cell: str, H: int, vocab: int) -> int:
@@ -81,8 +84,9 @@ def main():
               f"{' '.join(MPI.Get_library_version().splitlines()[0].split())}")
         print(f"# 2 layers, batch {args.batch} (global), seq {args.seq}, {args.steps} steps per run, best of "
               f"{args.repeats}\n")
-        print("| cell | H | 1 rank x 2 threads tok/s | 2 ranks x 1 thread tok/s | ratio | collective ms/step |")
-        print("|---|---|---|---|---|---|")
+        print("| cell | H | 1 rank x 2 workers tok/s | its workers | 2 ranks x 1 thread tok/s | ratio "
+              "| collective ms/step |")
+        print("|---|---|---|---|---|---|---|")
         rates = {}
         for cell in args.cells.split(","):
             for H in map(int, args.sizes.split(",")):
@@ -92,7 +96,7 @@ def main():
                     ranks.append(train(root / "data", root / "run", cell, H, args.steps, 2, 1, args.batch, args.seq))
                 best_threads, best_ranks = max(threads), max(ranks)
                 rates[cell, H] = max(best_threads[0], best_ranks[0])
-                print(f"| {cell} | {H} | {best_threads[0]:,.0f} | {best_ranks[0]:,.0f} | "
+                print(f"| {cell} | {H} | {best_threads[0]:,.0f} | {best_threads[2]} | {best_ranks[0]:,.0f} | "
                       f"{best_ranks[0] / best_threads[0]:.2f} | {1000 * best_ranks[1]:.1f} |", flush=True)
     print(f"\n# projection: ring all-reduce, latency {LATENCY * 1e6:g} us, R = the faster layout above, "
           f"b = {args.batch} streams per node x seq {args.seq}")
