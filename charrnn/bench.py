@@ -9,12 +9,13 @@ for both, which is the least noisy statistic on a shared machine. The header nam
 NumPy's SIMD level and the BLAS kernel, which decide what is slow (`charrnn.machine`). Each
 training row also gives the share of the machine's float32 GEMM peak that the matrix products'
 FLOPs reach, ours and PyTorch's: where PyTorch's is near 100%, no implementation of the same
-products can be much faster than it.
+products can be much faster than it (and above 100%, PyTorch's kernels outrun NumPy's BLAS).
 
 Threads: training lays its work out as `charrnn train` does with `threads: 0` (workers on batch
 shards with single-threaded BLAS, in threads or forked processes, or one worker with BLAS's
-threads, whichever is faster here, see charrnn.parallel); sampling uses BLAS's own threads, as the CLI does. PyTorch's thread
-pool is set to the same number of cores.
+threads, whichever is faster here, see charrnn.parallel); sampling uses BLAS's own threads, as
+the CLI does. PyTorch's thread pool is set to the same number of cores, and the bench pauses
+before each model so that PyTorch's idle threads have stopped spinning when ours are timed.
 """
 
 import argparse

@@ -28,6 +28,8 @@ import weakref
 
 import numpy as np
 
+from charrnn.errors import UserError
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 JOIN_SECONDS = 5.0  # how long a closed worker may take to finish its step and exit
 ALIGN = 64  # bytes: each shared array starts on a cache line
@@ -155,10 +157,13 @@ class WorkerProcesses:
         return [reply[1] for reply in replies], grads, [reply[2] for reply in replies]
 
     def talk(self, worker: int, exchange):
-        """exchange(the worker's connection), or one clear error if the worker has died."""
+        """exchange(the worker's connection), or, if the worker has died (the kernel's out-of-memory
+        killer, say), a one-line error."""
         try:
             return exchange(self.connections[worker])
         except (EOFError, OSError):
             self.processes[worker].join(1.0)
             code = self.processes[worker].exitcode
-            raise RuntimeError(f"worker process {worker} ended in the middle of a step (exit code {code})") from None
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended (exit code {code})"
+            raise UserError(f"worker process {worker} {how} in the middle of a training step (out of memory?); "
+                            f"the run's checkpoints are as last saved: resume with --resume") from None

@@ -10,6 +10,7 @@ import pytest
 
 from charrnn import parallel, worker_processes
 from charrnn.config import ModelConfig
+from charrnn.errors import UserError
 from charrnn.model import RNNLM
 from charrnn.parallel import ShardedModel
 
@@ -72,7 +73,7 @@ def test_a_worker_that_dies_ends_the_step_with_a_clear_error():
     sharded.start_processes(params, BATCH)
     os.kill(sharded.processes.processes[1].pid, signal.SIGKILL)
     sharded.processes.processes[1].join()
-    with pytest.raises(RuntimeError, match="worker process 1 ended in the middle of a step"):
+    with pytest.raises(UserError, match="worker process 1 was killed by signal 9 in the middle of a training step"):
         step(sharded, params, tokens, targets, None)
     sharded.close()
     assert multiprocessing.active_children() == []
