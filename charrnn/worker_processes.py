@@ -3,7 +3,7 @@ the interpreter lock.
 
 Worker threads share one interpreter, and between NumPy calls each waits for the others to
 release its lock: with a few hundred small NumPy calls per time step, that cost two cores a
-tenth to a fifth of an LSTM step (H = 128 to 512). Forked processes do not wait on each other.
+twentieth to a fifth of an LSTM step (H = 512 to 128). Forked processes do not wait on each other.
 `charrnn.parallel` times them against the threads and keeps whichever is faster.
 
 The parameters reach the workers, and each worker's weighted gradients come back, through
@@ -19,8 +19,11 @@ needs OpenBLAS found through /proc anyway), and MPI, whose libraries do not surv
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import mmap
 import multiprocessing
+import multiprocessing.util  # registers its exit hook on import: ours, registered later, runs first
 import signal
 import threading
 import warnings
@@ -87,11 +90,9 @@ def serve(model, params: dict, grads: dict, connection, inherited: list):
 def end(processes: list, connections: list, in_step: list):
     """Stop the workers: at once if a step was cut short (`in_step[0]`), else once they have read
     the request to end; any still alive after JOIN_SECONDS are killed."""
-    for connection in connections:
-        try:
-            connection.send(None) if not in_step[0] else None
-        except OSError:
-            pass
+    for connection in connections if not in_step[0] else ():
+        with contextlib.suppress(OSError):
+            connection.send(None)
     for process in processes:
         process.join(0 if in_step[0] else JOIN_SECONDS)
         if process.is_alive():
@@ -112,8 +113,10 @@ class WorkerProcesses:
         self.params = shared_arrays(params)
         self.grads = [shared_arrays(params) for _ in range(count)]
         self.connections, self.processes, self.in_step = [], [], [False]
-        # registered after multiprocessing's exit hook, so it runs before it (that hook waits on children)
-        self.close = weakref.finalize(self, end, self.processes, self.connections, self.in_step)
+        self.finalizer = weakref.finalize(self, end, self.processes, self.connections, self.in_step)
+        # at exit, before multiprocessing's own hook, which would send the workers a SIGTERM they
+        # ignore and wait for them for ever
+        atexit.register(self.finalizer)
         context = multiprocessing.get_context("fork")
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the child ignores them
         try:
@@ -134,6 +137,11 @@ class WorkerProcesses:
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def close(self):
+        """End the workers (see `end`); later calls do nothing."""
+        self.finalizer()
+        atexit.unregister(self.finalizer)
 
     def loss_and_grads(self, params: dict[str, np.ndarray], shards: list[tuple]):
         """params, and one (tokens (T, b), targets (T, b), state, masks or None, share) per worker ->

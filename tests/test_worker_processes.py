@@ -118,3 +118,37 @@ def test_mpi_processes_and_quick_steps_never_fork():
     sharded.may_fork = False  # as under MPI
     assert not sharded.start_processes(params, BATCH) and sharded.processes is None
     sharded.close()
+
+
+EXITS_WITHOUT_CLOSING = """
+import os, sys, tempfile
+scratch = tempfile.TemporaryDirectory()  # a weakref.finalize made before multiprocessing is imported
+import numpy as np
+from charrnn.config import ModelConfig
+from charrnn.model import RNNLM
+from charrnn.parallel import ShardedModel
+model = RNNLM(ModelConfig(cell="gru", hidden_size=8), 7)
+params = model.init_params(np.random.default_rng(0))
+sharded = ShardedModel(model, 2, 4)
+assert sharded.workers == 2 and sharded.start_processes(params, 4)
+tokens = np.zeros((3, 4), np.int64)
+sharded.loss_and_grads(params, tokens, tokens, model.initial_state(4))
+print(*(process.pid for process in sharded.processes.processes))
+{ending}
+"""
+
+
+@pytest.mark.parametrize("ending", ["", "sys.exit(3)", "raise RuntimeError('boom')", "del sharded"])
+def test_workers_end_with_the_program_even_unclosed(ending):
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.run([sys.executable, "-c", EXITS_WITHOUT_CLOSING.format(ending=ending)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode in (0, 1, 3), run.stderr
+    for pid in map(int, run.stdout.split()):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
