@@ -97,7 +97,8 @@ def concatenate(states: list[State]) -> State:
 
 class ShardedModel:
     """`loss_and_grads` and `token_nll` of an RNNLM over this process's streams of a global batch
-    of `batch`, computed in worker threads; `combine` adds the other processes' parts."""
+    of `batch`, computed in worker threads (training steps perhaps in worker processes, see
+    `choose_layout`); `combine` adds the other processes' parts."""
 
     def __init__(self, model: RNNLM, threads: int, batch: int, comm=None, step_products: str = "auto",
                  may_fork: bool = True):
@@ -269,7 +270,7 @@ class ShardedModel:
         them in a single process), and its streams' final state."""
         if masks is not None:
             masks = [m[:, self.rows] for m in masks]
-        if self.processes is not None:
+        if self.processes is not None and len(shard_slices(tokens.shape[1], self.workers)) == self.processes.count:
             return self.loss_and_grads_in_processes(params, tokens, targets, state, masks)
 
         def shard(rows):

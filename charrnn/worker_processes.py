@@ -110,6 +110,7 @@ class WorkerProcesses:
     or the interpreter's exit."""
 
     def __init__(self, model, params: dict[str, np.ndarray], count: int):
+        self.count = count
         self.params = shared_arrays(params)
         self.grads = [shared_arrays(params) for _ in range(count)]
         self.connections, self.processes, self.in_step = [], [], [False]

@@ -152,3 +152,12 @@ def test_workers_end_with_the_program_even_unclosed(ending):
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
             time.sleep(0.05)
         assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+def test_a_batch_of_another_size_runs_in_the_threads():
+    sharded, params, tokens, targets, _ = sharded_step()
+    sharded.start_processes(params, BATCH)
+    one_stream = sharded.loss_and_grads(params, tokens[:, :1], targets[:, :1], sharded.model.initial_state(1))
+    sharded.close()
+    alone = sharded.model.loss_and_grads(params, tokens[:, :1], targets[:, :1], sharded.model.initial_state(1))
+    assert one_stream[0] == pytest.approx(alone[0] / BATCH)  # the shard's share of the whole batch
