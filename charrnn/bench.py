@@ -51,9 +51,8 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     blas = OpenBLAS.find()
     with ThreadPoolExecutor(threads) as pool, blas.limited(1) if blas else contextlib.nullcontext():
-        list(pool.map(lambda _: a @ a, range(threads)))
-        return threads * 2 * n ** 3 / 1e9 / min(best_time(lambda: list(pool.map(lambda _: a @ a, range(threads))), 1)
-                                                for _ in range(repeats))
+        seconds = best_time(lambda: list(pool.map(lambda _: a @ a, range(threads))), repeats)
+    return threads * 2 * n ** 3 / seconds / 1e9
 
 
 class Ours:
