@@ -13,7 +13,7 @@ products can be much faster than it (and above 100%, PyTorch's kernels outrun Nu
 
 Threads: training lays its work out as `charrnn train` does with `threads: 0` (workers on batch
 shards with single-threaded BLAS, in threads or forked processes, or one worker with BLAS's
-threads, whichever is faster here, see charrnn.parallel); sampling uses BLAS's own threads, as
+threads, whichever is faster here, see charrnn.layout); sampling uses BLAS's own threads, as
 the CLI does. PyTorch's thread pool is set to the same number of cores, and the bench pauses
 before each model so that PyTorch's idle threads have stopped spinning when ours are timed.
 """
@@ -28,6 +28,7 @@ import numpy as np
 from charrnn.allocator import keep_freed_memory
 from charrnn.blas import OpenBLAS
 from charrnn.config import ModelConfig
+from charrnn.layout import choose_layout
 from charrnn.machine import describe
 from charrnn.model import RNNLM
 from charrnn.parallel import ShardedModel, resolve_threads
@@ -62,7 +63,7 @@ class Ours:
         self.sharded = ShardedModel(self.model, threads, BATCH)
         rng = np.random.default_rng(1)
         self.x, self.y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
-        self.sharded.choose_layout(self.params, self.x, self.y, self.model.initial_state(BATCH))  # as training does
+        choose_layout(self.sharded, self.params, self.x, self.y, self.model.initial_state(BATCH))  # as training does
 
     def train_step(self):
         _, grads, _ = self.sharded.loss_and_grads(self.params, self.x, self.y, self.model.initial_state(BATCH))
@@ -123,7 +124,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sample-tokens", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=0,
-                        help="worker threads (0: chosen as `charrnn train` chooses, see charrnn.parallel)")
+                        help="worker threads (0: chosen as `charrnn train` chooses, see charrnn.layout)")
     args = parser.parse_args()
     cores = resolve_threads(0)
     try:

@@ -3,7 +3,7 @@ of data-parallel training across nodes.
 
 Measured: for each cell and hidden size, `charrnn train` for a fixed number of steps as one
 process with two workers (threads, or forked processes where those time faster, see
-charrnn.parallel) and as two MPI ranks with one thread each (`mpiexec -n 2`),
+charrnn.layout) and as two MPI ranks with one thread each (`mpiexec -n 2`),
 alternating, best of the repeats; tokens/s from each run's summary.json, and the seconds per step
 rank 0 spent in the step's collective (on one machine it is shared memory, and it includes
 waiting for the slower rank).

@@ -11,7 +11,7 @@ own functions for the length of the measurement (nothing in the library knows ab
 - weight gradients: the products and bias sums after each backward loop;
 - with worker threads, the sum of their shard gradients; clipping; the optimizer.
 
-The step products are laid out as `charrnn train` chooses (`ShardedModel.choose_layout`).
+The step products are laid out as `charrnn train` chooses (`charrnn.layout.choose_layout`).
 Times are per step, the median of the repeats. With `--threads 1` the products use BLAS's own
 threads; with more, each worker runs single-threaded BLAS on its shard, and phase times are
 summed over the workers (CPU seconds, not wall-clock), beside the step's wall-clock time.
@@ -29,6 +29,7 @@ import numpy as np
 from charrnn.allocator import keep_freed_memory
 from charrnn import model as model_module
 from charrnn.config import ModelConfig, TrainConfig
+from charrnn.layout import choose_layout
 from charrnn.machine import describe
 from charrnn.model import RNNLM
 from charrnn.nn import cells, encoders, head, layers
@@ -128,7 +129,7 @@ def profile(cell: str, H: int, threads: int, repeats: int) -> tuple[dict, float]
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, V, (SEQ, BATCH)), rng.integers(0, V, (SEQ, BATCH))
     sharded = ShardedModel(model, threads, BATCH, may_fork=False)  # the phases are timed in this process
-    sharded.choose_layout(params, x, y, model.initial_state(BATCH))  # the step products, as training chooses them
+    choose_layout(sharded, params, x, y, model.initial_state(BATCH))  # the step products, as training chooses them
     optimizer = make_optimizer(TrainConfig(optimizer="adam"))
     state = optimizer.init(params)
     clock = Clock()

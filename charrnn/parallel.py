@@ -8,11 +8,10 @@ the shard gradients are summed, weighted by their share of the tokens. Shards ar
 batch size and thread count, so results are deterministic for a given `threads` setting. Where
 the BLAS thread count cannot be set, one worker is used and BLAS keeps its own threads.
 
-The layout of each time step's product with W_hh (batch-major or gate-major, see
-`charrnn.nn.cells`) is chosen here too, by timing the cell's loops both ways on a worker's shard;
-so is whether a training step's shards run in worker threads or in forked worker processes
-(`charrnn.worker_processes`), which do not share the interpreter's lock. Both compute the same
-numbers; validation and scoring always run in the threads.
+A training step's shards can also run in forked worker processes (`charrnn.worker_processes`),
+which do not share the interpreter's lock and compute the same numbers; validation and scoring
+always run in the threads. Which layout a run uses, and how each time step's product with W_hh
+is laid out (see `charrnn.nn.cells`), is chosen by timing them (`charrnn.layout`).
 
 Under MPI (`charrnn.distributed`) this process owns only a block of the batch's streams: the
 threads share that block, each shard weighted by its share of the whole batch, and `combine`
@@ -22,7 +21,6 @@ sums the processes' parts with one collective.
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,22 +30,8 @@ from charrnn.blas import OpenBLAS
 from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
 from charrnn.model import RNNLM, State
-from charrnn.nn.cells import make_cell
 
-
-TIMED_SECONDS = 0.05  # steps shorter than this are too noisy to choose by: keep one worker per core
-SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
-LOOP_STEPS = 128  # time steps of the loops timed to choose the step products' layout
-LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
-PRODUCTS_GAIN = 0.05  # how much faster gate-major loops must be to be chosen (their timing varies by about 2%)
 STEP_PRODUCTS = ("batch_major", "gate_major")
-
-
-def timed(function, *args) -> float:
-    """Seconds one call of function(*args) takes."""
-    begin = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - begin
 
 
 def resolve_threads(threads: int, processes_here: int = 1) -> int:
@@ -64,28 +48,6 @@ def shard_slices(batch: int, workers: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def loop_seconds(model: RNNLM, gate_major: bool, batch: int, steps: int) -> float:
-    """Seconds the cell's forward and backward loops take over `steps` steps of `batch` streams
-    (random weights of the model's sizes), with step products laid out as `gate_major` says:
-    the best of three after a warm-up."""
-    config, rng = model.config, np.random.default_rng(0)
-    cell, H = make_cell(config.cell, config.nonlinearity, gate_major), config.hidden_size
-    w_hh = (rng.standard_normal((cell.gates * H, H)) / np.sqrt(H)).astype(model.dtype)
-    bias = np.zeros(cell.gates * H, model.dtype)
-    xw = rng.standard_normal((steps, batch, cell.gates * H)).astype(model.dtype)
-    d_out = rng.standard_normal((steps, batch, H)).astype(model.dtype)
-    state = tuple(np.zeros((batch, H), model.dtype) for _ in range(cell.arity))
-
-    def loops():
-        _, _, weights = cell.prepare(w_hh[:, :0], w_hh, bias, bias)  # no input: only the loop's weights are used
-        buf = cell.allocate(steps, batch, H, model.dtype)
-        cell.forward(xw.copy(), state, weights, buf)
-        cell.backward(d_out, buf, w_hh)
-
-    loops()
-    return min(timed(loops) for _ in range(3))
-
-
 def select(state: State, rows: slice) -> State:
     return State([tuple(s[rows] for s in layer) for layer in state.layers], state.history[:, rows])
 
@@ -98,15 +60,15 @@ def concatenate(states: list[State]) -> State:
 class ShardedModel:
     """`loss_and_grads` and `token_nll` of an RNNLM over this process's streams of a global batch
     of `batch`, computed in worker threads (training steps perhaps in worker processes, see
-    `choose_layout`); `combine` adds the other processes' parts."""
+    `charrnn.layout`); `combine` adds the other processes' parts."""
 
     def __init__(self, model: RNNLM, threads: int, batch: int, comm=None, step_products: str = "auto",
                  may_fork: bool = True):
         self.model, self.batch, self.comm = model, batch, comm or Solo()
-        self.processes: worker_processes.WorkerProcesses | None = None  # see `choose_layout`
+        self.processes: worker_processes.WorkerProcesses | None = None  # see `charrnn.layout`
         self.forked = False  # whether training steps run in worker processes (still said after `close`)
         self.may_fork = may_fork and self.comm.size == 1
-        if step_products != "auto":  # else batch-major until `choose_layout`
+        if step_products != "auto":  # else batch-major until `charrnn.layout.choose_layout`
             self.use_step_products(step_products)
         self.rows = self.comm.rows(batch)  # this process's streams
         self.blas = OpenBLAS.find()
@@ -127,28 +89,6 @@ class ShardedModel:
         self.stop_processes()
         self.model = RNNLM(self.model.config, self.model.vocab_size, layout == "gate_major")
 
-    def faster_step_products(self, steps: int, alone: bool = False) -> str:
-        """The step-product layout for this layout's shards: batch-major (the default) unless the
-        gate-major loops run clearly faster (by PRODUCTS_GAIN). Both are timed in every worker thread
-        at once, as training runs them, the slowest worker counting, or, `alone`, on one shard in
-        this thread, as a worker process runs it (threads' timings also hold their waits for the
-        interpreter lock). Loops too quick to time reliably (under LOOP_TIMED_SECONDS) keep the
-        default, so small models lay their work out alike every run."""
-        seconds, streams = {}, self.rows.stop - self.rows.start
-        shard = shard_slices(streams, self.workers)[0]
-        for layout in STEP_PRODUCTS:
-            gate_major = layout == "gate_major"
-            if alone:
-                seconds[layout] = loop_seconds(self.model, gate_major, shard.stop - shard.start, steps)
-            else:
-                times, _ = self.map(lambda rows: loop_seconds(self.model, gate_major, rows.stop - rows.start, steps),
-                                    streams)
-                seconds[layout] = max(times)
-            if seconds["batch_major"] < LOOP_TIMED_SECONDS:
-                break
-        faster = seconds.get("gate_major", np.inf) < (1 - PRODUCTS_GAIN) * seconds["batch_major"]
-        return "gate_major" if faster else "batch_major"
-
     def use_workers(self, workers: int):
         """Shard each batch across `workers` threads, each with single-threaded BLAS; or (1) one shard,
         BLAS with this process's cores. The BLAS thread count holds until `close`, between steps too:
@@ -161,61 +101,6 @@ class ShardedModel:
         self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
         if self.blas is not None:
             self.blas.set_threads(1 if workers > 1 else self.cores)
-
-    def choose_layout(self, params, tokens: np.ndarray, targets: np.ndarray, state: State,
-                      step_products: str = "auto") -> dict:
-        """Settle what is automatic, on this batch (tokens, targets (T, b)):
-
-        - `step_products` "auto": the layout of the per-step products whose loops run faster on
-          each worker's shard (`faster_step_products`);
-        - `threads: 0`: time a training step (forward and backward) with one worker per core,
-          and, if a step takes long enough to time reliably, with those workers in forked
-          processes, and with one worker and multi-threaded BLAS (each the best of two after a
-          warm-up, each with its own step products); keep the processes if they are faster at
-          all (they compute the same numbers), switch to one worker only if it is clearly faster
-          (by SWITCH_GAIN, as its sums differ). Which wins depends on the CPU (where SIMD makes
-          the gate arithmetic cheap, worker threads mostly wait on the interpreter lock) and on
-          the sizes.
-
-        A fixed thread count (resumed runs have one) still times threads against processes, which
-        compute the same numbers. Under MPI rank 0 chooses, and the others take its choices from
-        the config it shares; MPI processes keep their threads.
-        -> {workers: seconds per step}, empty when nothing was timed."""
-        if step_products != "auto":
-            self.use_step_products(step_products)
-        timings, products, forked = {}, {}, {}
-        steps, streams = min(len(tokens), LOOP_STEPS), tokens.shape[1]
-        for workers in (self.cores, 1) if self.automatic else (self.workers,):
-            self.use_workers(workers)
-            if step_products == "auto":
-                self.use_step_products(self.faster_step_products(steps))
-            products[workers] = self.step_products
-            if not (self.automatic or self.can_fork(streams)):
-                break
-            timings[workers] = self.step_seconds(params, tokens, targets, state)
-            if timings[workers] < TIMED_SECONDS:
-                break
-            if self.can_fork(streams):
-                if step_products == "auto":
-                    self.use_step_products(self.faster_step_products(steps, alone=True))
-                self.start_processes(params, streams)
-                in_processes = self.step_seconds(params, tokens, targets, state)
-                forked[workers] = in_processes < timings[workers]  # the same numbers: the faster wins by any margin
-                if forked[workers]:
-                    timings[workers], products[workers] = in_processes, self.step_products
-                self.stop_processes()
-        faster = len(timings) == 2 and timings[1] < (1 - SWITCH_GAIN) * timings[self.cores]
-        workers = 1 if faster else next(iter(products))
-        self.use_workers(workers)
-        self.use_step_products(products[workers])
-        if forked.get(workers):
-            self.start_processes(params, tokens.shape[1])
-        return timings
-
-    def step_seconds(self, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:
-        """Seconds a training step takes as laid out now: the best of two after a warm-up."""
-        self.loss_and_grads(params, tokens, targets, state)
-        return min(timed(self.loss_and_grads, params, tokens, targets, state) for _ in range(2))
 
     def can_fork(self, streams: int) -> bool:
         """Whether a training step of `streams` streams can run its shards in worker processes."""

@@ -39,6 +39,7 @@ import numpy as np
 
 from charrnn.config import Config
 from charrnn.data import StreamBatcher
+from charrnn.layout import choose_layout
 from charrnn.model import RNNLM, State
 from charrnn.optim import all_finite, clip_by_global_norm, learning_rate, make_optimizer
 from charrnn.parallel import ShardedModel
@@ -95,12 +96,12 @@ class Trainer:
 
     def choose_layout(self, state: TrainingState) -> dict:
         """Settle `threads: 0` and `step_products: auto` by timing on the first batch (see
-        `ShardedModel.choose_layout`), and record the choices in the config, so that a resumed run
+        `charrnn.layout.choose_layout`), and record the choices in the config, so that a resumed run
         lays its work out alike and continues bit for bit."""
         x, y = self.batcher.batch(state.progress.position)
         with np.errstate(over="ignore", invalid="ignore"):
-            timings = self.sharded.choose_layout(state.params, x, y, self.sharded.own_initial_state(),
-                                                 self.cfg.step_products)
+            timings = choose_layout(self.sharded, state.params, x, y, self.sharded.own_initial_state(),
+                                    self.cfg.step_products)
         if timings:
             self.cfg.threads = self.sharded.workers
         self.cfg.step_products = self.sharded.step_products

@@ -6,6 +6,7 @@ import pytest
 from charrnn.blas import OpenBLAS
 from charrnn.config import ModelConfig
 from charrnn.model import RNNLM
+from charrnn.layout import choose_layout, faster_step_products, loop_seconds
 from charrnn.parallel import STEP_PRODUCTS, ShardedModel, shard_slices
 
 
@@ -56,7 +57,7 @@ def test_blas_threads_are_limited_inside_and_restored_after():
 
 
 def test_automatic_threads_time_both_layouts_and_keep_the_clearly_faster(monkeypatch):
-    from charrnn import parallel
+    from charrnn import layout
 
     model = RNNLM(ModelConfig(cell="gru", hidden_size=16, num_layers=1), 7)
     params = model.init_params(np.random.default_rng(0))
@@ -64,21 +65,21 @@ def test_automatic_threads_time_both_layouts_and_keep_the_clearly_faster(monkeyp
     sharded = ShardedModel(model, 0, 6)
     if not sharded.automatic:
         pytest.skip("one core, or no settable BLAS thread count: there is nothing to choose")
-    quick = sharded.choose_layout(params, tokens, targets, model.initial_state(6))
+    quick = choose_layout(sharded, params, tokens, targets, model.initial_state(6))
     assert list(quick) == [sharded.cores] and sharded.workers == sharded.cores  # too quick to time: unchanged
-    monkeypatch.setattr(parallel, "TIMED_SECONDS", 0.0)
-    timings = sharded.choose_layout(params, tokens, targets, model.initial_state(6))
+    monkeypatch.setattr(layout, "TIMED_SECONDS", 0.0)
+    timings = choose_layout(sharded, params, tokens, targets, model.initial_state(6))
     assert set(timings) == {sharded.cores, 1}
-    faster = timings[1] < (1 - parallel.SWITCH_GAIN) * timings[sharded.cores]
+    faster = timings[1] < (1 - layout.SWITCH_GAIN) * timings[sharded.cores]
     assert sharded.workers == (1 if faster else sharded.cores)
     sharded.close()
     fixed = ShardedModel(model, 1, 6)
-    assert fixed.choose_layout(params, tokens, targets, model.initial_state(6)) == {} and fixed.workers == 1
+    assert choose_layout(fixed, params, tokens, targets, model.initial_state(6)) == {} and fixed.workers == 1
 
 
 @pytest.mark.parametrize("fastest", STEP_PRODUCTS)
 def test_automatic_step_products_take_the_layout_whose_loops_run_faster(monkeypatch, fastest):
-    from charrnn import parallel
+    from charrnn import layout
 
     model = RNNLM(ModelConfig(cell="lstm", hidden_size=8, num_layers=1), 7)
     params = model.init_params(np.random.default_rng(0))
@@ -89,30 +90,29 @@ def test_automatic_step_products_take_the_layout_whose_loops_run_faster(monkeypa
         timed_layouts.append((gate_major, batch, steps))
         return 1.0 if STEP_PRODUCTS[gate_major] == fastest else 1.2
 
-    monkeypatch.setattr(parallel, "loop_seconds", loop_seconds)
+    monkeypatch.setattr(layout, "loop_seconds", loop_seconds)
     sharded = ShardedModel(model, 1, 6)
-    assert sharded.choose_layout(params, tokens, targets, model.initial_state(6)) == {}
+    assert choose_layout(sharded, params, tokens, targets, model.initial_state(6)) == {}
     assert sharded.step_products == fastest and sharded.model.cell.gate_major == (fastest == "gate_major")
     assert sorted(timed_layouts) == [(False, 6, 8), (True, 6, 8)]  # the whole batch on one worker, T = 8 steps
     assert sharded.layout()["step_products"] == fastest
     timed_layouts.clear()
-    sharded.choose_layout(params, tokens, targets, model.initial_state(6), "batch_major")
+    choose_layout(sharded, params, tokens, targets, model.initial_state(6), "batch_major")
     assert timed_layouts == [] and sharded.step_products == "batch_major"  # a fixed layout is not timed
 
 
 def test_step_products_stay_batch_major_unless_gate_major_is_clearly_faster(monkeypatch):
-    from charrnn import parallel
+    from charrnn import layout
 
     model = RNNLM(ModelConfig(cell="rnn", hidden_size=8, num_layers=1), 7)
     sharded = ShardedModel(model, 1, 6)
     for batch_major, gate_major, chosen in [(1.0, 0.97, "batch_major"), (1.0, 0.9, "gate_major"),
                                             (0.004, 0.001, "batch_major")]:  # the last too quick to tell
-        monkeypatch.setattr(parallel, "loop_seconds", lambda model, gate, batch, steps: gate_major if gate else batch_major)
-        assert sharded.faster_step_products(8) == chosen
+        monkeypatch.setattr(layout, "loop_seconds", lambda model, gate, batch, steps: gate_major if gate else batch_major)
+        assert faster_step_products(sharded, 8) == chosen
 
 
 def test_loop_timing_runs_the_real_cell_loops():
-    from charrnn.parallel import loop_seconds
 
     model = RNNLM(ModelConfig(cell="gru", hidden_size=8, num_layers=1), 7)
     assert all(0 < loop_seconds(model, gate_major, 3, 4) < 1 for gate_major in (False, True))

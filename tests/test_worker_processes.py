@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from charrnn import parallel, worker_processes
+from charrnn import layout, worker_processes
 from charrnn.config import ModelConfig
 from charrnn.errors import UserError
 from charrnn.model import RNNLM
@@ -96,14 +96,14 @@ def test_workers_ignore_stop_signals_and_end_when_closed():
 @pytest.mark.parametrize("processes_faster", [True, False])
 def test_training_keeps_processes_only_when_they_are_faster(monkeypatch, processes_faster):
     sharded, params, tokens, targets, _ = sharded_step()
-    monkeypatch.setattr(parallel, "TIMED_SECONDS", 0.0)
+    monkeypatch.setattr(layout, "TIMED_SECONDS", 0.0)
     speed_up = 0.99 if processes_faster else 1.01
 
-    def step_seconds(self, *args):
-        return 1.0 * (speed_up if self.processes is not None else 1.0)
+    def step_seconds(sharded, *args):
+        return 1.0 * (speed_up if sharded.processes is not None else 1.0)
 
-    monkeypatch.setattr(ShardedModel, "step_seconds", step_seconds)
-    timings = sharded.choose_layout(params, tokens, targets, sharded.model.initial_state(BATCH))
+    monkeypatch.setattr(layout, "step_seconds", step_seconds)
+    timings = layout.choose_layout(sharded, params, tokens, targets, sharded.model.initial_state(BATCH))
     assert timings == {2: min(speed_up, 1.0)}  # a fixed thread count: no one-worker timing
     assert (sharded.processes is not None) == processes_faster
     sharded.close()
@@ -113,7 +113,7 @@ def test_training_keeps_processes_only_when_they_are_faster(monkeypatch, process
 
 def test_mpi_processes_and_quick_steps_never_fork():
     sharded, params, tokens, targets, _ = sharded_step()
-    assert sharded.choose_layout(params, tokens, targets, sharded.model.initial_state(BATCH)) is not None
+    assert layout.choose_layout(sharded, params, tokens, targets, sharded.model.initial_state(BATCH)) is not None
     assert sharded.processes is None  # a step this small is too quick to time: threads stay
     sharded.may_fork = False  # as under MPI
     assert not sharded.start_processes(params, BATCH) and sharded.processes is None
