@@ -111,15 +111,18 @@ class ShardedModel:
         per worker thread, where that is possible (see `charrnn.worker_processes`)."""
         if not self.can_fork(streams):
             return False
+        self.end_processes()
         self.processes = worker_processes.WorkerProcesses(self.model, params, len(shard_slices(streams, self.workers)))
         self.forked = True
         return True
 
     def stop_processes(self):
+        """Go back to worker threads for training steps."""
         self.end_processes()
         self.forked = False
 
     def end_processes(self):
+        """End the worker processes, if any, leaving `forked` to say what the steps ran in."""
         if self.processes is not None:
             self.processes.close()
             self.processes = None
