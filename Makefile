@@ -138,7 +138,7 @@ shakespeare: $(VENV)/.installed-plot
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q -e . torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[mkl]' torch==2.13.0
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

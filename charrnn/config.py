@@ -81,7 +81,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 1337
     threads: int = 0  # workers (threads or processes) on shards of the batch; 0: chosen by timing, see charrnn.layout
-    step_products: str = "auto"  # batch_major | gate_major: layout of each step's W_hh product; auto: timed
+    step_products: str = "auto"  # batch_major | gate_major | packed (MKL): each step's W_hh product; auto: timed
     diverge_ratio: typing.Optional[float] = 3.0  # stop when a step's loss exceeds this x ln(vocab size); None: never
     init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters
     init_from_sha256: typing.Optional[str] = None  # the sha256 of that checkpoint (charrnn records it)
@@ -109,7 +109,7 @@ CHOICES = {
     "model.dtype": ("float32", "float64"),
     "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
     "train.lr_schedule": ("constant", "step", "cosine"),
-    "train.step_products": ("auto", "batch_major", "gate_major"),
+    "train.step_products": ("auto", "batch_major", "gate_major", "packed"),
 }
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.embedding_dim", "model.bow_window",
             "train.batch_size", "train.seq_len", "train.lr", "train.max_steps", "train.eval_every",

@@ -6,9 +6,10 @@ Three choices, each measured because the fastest differs by CPU, BLAS kernel and
   threads or in forked processes (which compute the same numbers, so the faster wins by any
   margin), or one worker with BLAS's own threads (whose sums differ, so it must be clearly
   faster, by SWITCH_GAIN);
-- the layout of each time step's product with W_hh, batch-major or gate-major (see
-  `charrnn.nn.cells`), by timing the cell's loops both ways on a worker's shard (the layouts
-  round differently, so gate-major must be faster by PRODUCTS_GAIN).
+- the layout of each time step's product with W_hh, batch-major, gate-major or, where the `mkl`
+  extra is installed, packed (see `charrnn.nn.products`), by timing the cell's loops each way on
+  a worker's shard (the layouts round differently, so another must beat batch-major by
+  PRODUCTS_GAIN).
 
 Steps and loops too quick to time reliably keep the defaults, so that small models lay their work
 out alike every run. `charrnn train` records the choices in the config, so a resumed run lays its
@@ -23,13 +24,14 @@ import numpy as np
 
 from charrnn.model import RNNLM, State
 from charrnn.nn.cells import make_cell
-from charrnn.parallel import STEP_PRODUCTS, ShardedModel, shard_slices
+from charrnn.nn.products import available_layouts
+from charrnn.parallel import ShardedModel, shard_slices
 
 TIMED_SECONDS = 0.05  # steps shorter than this are too noisy to choose by: keep one worker per core
 SWITCH_GAIN = 0.1  # how much faster one worker must be to be chosen
 LOOP_STEPS = 128  # time steps of the loops timed to choose the step products' layout
 LOOP_TIMED_SECONDS = 0.005  # loops quicker than this keep batch-major step products
-PRODUCTS_GAIN = 0.05  # how much faster gate-major loops must be to be chosen (their timing varies by about 2%)
+PRODUCTS_GAIN = 0.05  # how much faster than batch-major other loops must be to be chosen (timings vary by about 2%)
 
 
 def timed(function, *args) -> float:
@@ -39,12 +41,12 @@ def timed(function, *args) -> float:
     return time.perf_counter() - begin
 
 
-def loop_seconds(model: RNNLM, gate_major: bool, batch: int, steps: int) -> float:
+def loop_seconds(model: RNNLM, layout: str, batch: int, steps: int) -> float:
     """Seconds the cell's forward and backward loops take over `steps` steps of `batch` streams
-    (random weights of the model's sizes), with step products laid out as `gate_major` says:
-    the best of three after a warm-up."""
+    (random weights of the model's sizes), with step products laid out as `layout` says: the best
+    of three after a warm-up."""
     config, rng = model.config, np.random.default_rng(0)
-    cell, H = make_cell(config.cell, config.nonlinearity, gate_major), config.hidden_size
+    cell, H = make_cell(config.cell, config.nonlinearity, layout), config.hidden_size
     w_hh = (rng.standard_normal((cell.gates * H, H)) / np.sqrt(H)).astype(model.dtype)
     bias = np.zeros(cell.gates * H, model.dtype)
     xw = rng.standard_normal((steps, batch, cell.gates * H)).astype(model.dtype)
@@ -62,26 +64,25 @@ def loop_seconds(model: RNNLM, gate_major: bool, batch: int, steps: int) -> floa
 
 
 def faster_step_products(sharded: ShardedModel, steps: int, alone: bool = False) -> str:
-    """The step-product layout for `sharded`'s shards: batch-major (the default) unless the
-    gate-major loops run clearly faster (by PRODUCTS_GAIN). Both are timed in every worker thread
-    at once, as training runs them, the slowest worker counting, or, `alone`, on one shard in
-    this thread, as a worker process runs it (threads' timings also hold their waits for the
-    interpreter lock). Loops too quick to time reliably (under LOOP_TIMED_SECONDS) keep the
-    default."""
+    """The step-product layout for `sharded`'s shards: batch-major (the default) unless another
+    available layout's loops run clearly faster (by PRODUCTS_GAIN), the fastest of them. Each is
+    timed in every worker thread at once, as training runs them, the slowest worker counting,
+    or, `alone`, on one shard in this thread, as a worker process runs it (threads' timings also
+    hold their waits for the interpreter lock). Loops too quick to time reliably (under
+    LOOP_TIMED_SECONDS) keep the default."""
     seconds, streams = {}, sharded.rows.stop - sharded.rows.start
     shard = shard_slices(streams, sharded.workers)[0]
-    for layout in STEP_PRODUCTS:
-        gate_major = layout == "gate_major"
+    for layout in available_layouts():
         if alone:
-            seconds[layout] = loop_seconds(sharded.model, gate_major, shard.stop - shard.start, steps)
+            seconds[layout] = loop_seconds(sharded.model, layout, shard.stop - shard.start, steps)
         else:
-            times, _ = sharded.map(lambda rows: loop_seconds(sharded.model, gate_major, rows.stop - rows.start, steps),
+            times, _ = sharded.map(lambda rows: loop_seconds(sharded.model, layout, rows.stop - rows.start, steps),
                                    streams)
             seconds[layout] = max(times)
         if seconds["batch_major"] < LOOP_TIMED_SECONDS:
             break
-    faster = seconds.get("gate_major", np.inf) < (1 - PRODUCTS_GAIN) * seconds["batch_major"]
-    return "gate_major" if faster else "batch_major"
+    fastest = min(seconds, key=seconds.get)
+    return fastest if seconds[fastest] < (1 - PRODUCTS_GAIN) * seconds["batch_major"] else "batch_major"
 
 
 def step_seconds(sharded: ShardedModel, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:

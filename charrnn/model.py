@@ -37,10 +37,10 @@ class State:
 class RNNLM:
     """An Elman RNN / LSTM / GRU language model over a vocabulary of `vocab_size` tokens."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int, gate_major: bool = False):
+    def __init__(self, config: ModelConfig, vocab_size: int, products: str = "batch_major"):
         self.config = config
         self.vocab_size = vocab_size
-        self.cell = make_cell(config.cell, config.nonlinearity, gate_major)  # gate_major: see charrnn.nn.cells
+        self.cell = make_cell(config.cell, config.nonlinearity, products)  # see charrnn.nn.products
         self.directions = 2 if config.bidirectional else 1
         self.dtype = np.dtype(config.dtype)
         if config.encoding == "embedding":

@@ -31,8 +31,6 @@ from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
 from charrnn.model import RNNLM, State
 
-STEP_PRODUCTS = ("batch_major", "gate_major")
-
 
 def resolve_threads(threads: int, processes_here: int = 1) -> int:
     """0 means one worker per CPU core available, shared among the processes on this machine."""
@@ -81,13 +79,13 @@ class ShardedModel:
 
     @property
     def step_products(self) -> str:
-        """'batch_major' or 'gate_major': the layout of the model's per-step products."""
-        return STEP_PRODUCTS[self.model.cell.gate_major]
+        """The layout of the model's per-step products, one of `charrnn.nn.products.LAYOUTS`."""
+        return self.model.cell.products.layout
 
     def use_step_products(self, layout: str):
-        """Lay the model's per-step products out as `layout` (one of STEP_PRODUCTS)."""
+        """Lay the model's per-step products out as `layout` (one of `charrnn.nn.products.LAYOUTS`)."""
         self.stop_processes()
-        self.model = RNNLM(self.model.config, self.model.vocab_size, layout == "gate_major")
+        self.model = RNNLM(self.model.config, self.model.vocab_size, layout)
 
     def use_workers(self, workers: int):
         """Shard each batch across `workers` threads, each with single-threaded BLAS; or (1) one shard,

@@ -99,7 +99,7 @@ CASES = {
     "negative seed": ([*TRAIN, "--set", "train.seed=-1"], "train.seed must not be negative"),
     "string lr": ([*TRAIN, "--set", "train.lr=fast"], "train.lr must be a number"),
     "unknown step products": ([*TRAIN, "--set", "train.step_products=fast"],
-                              "train.step_products must be one of auto, batch_major, gate_major"),
+                              "train.step_products must be one of auto, batch_major, gate_major, packed"),
     "bad max_time": ([*TRAIN, "--max-time", "soon"], "max_time must look like"),
     "no stopping rule": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null"], "all empty"),
     "cosine without horizon": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null",
@@ -198,3 +198,13 @@ def test_every_command_has_help_naming_its_options():
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.stdout and "--help" in result.stdout, name
     assert "tiny" in CliRunner().invoke(cli, ["train", "--help"]).stdout
+
+
+def test_packed_step_products_without_mkl_end_in_one_line_that_says_how_to_install_it(workspace, monkeypatch):
+    from charrnn.nn import products
+
+    monkeypatch.setattr(products, "packed_products", lambda: None)
+    before = snapshot(workspace)
+    result = CliRunner().invoke(cli, [*TRAIN, "--set", "train.step_products=packed"])
+    assert_one_line_failure(result.exit_code, result.stderr, "pip install 'charrnn[mkl]'")
+    assert snapshot(workspace) == before

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from charrnn.config import ModelConfig
+from charrnn.mkl import packed_products
 from charrnn.model import RNNLM
 from charrnn.nn.head import token_nll
 from charrnn.nn.layers import layer_weights
@@ -22,6 +23,8 @@ CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 ENCODINGS = ["onehot", "bow", "embedding"]
 STEP = 1e-3
 TOLERANCE = 1e-6
+NEEDS_MKL = pytest.mark.skipif(packed_products() is None, reason="packed step products need the mkl extra")
+OTHER_LAYOUTS = ["gate_major", pytest.param("packed", marks=NEEDS_MKL)]  # than batch-major, the default
 
 
 def numeric_derivative(f, array, index):
@@ -71,8 +74,8 @@ def random_case(model, seed):
     return rng, params, tokens, targets, state
 
 
-def gradient_errors(config, masks_from_seed=None, gate_major=False):
-    model = RNNLM(config, V, gate_major)
+def gradient_errors(config, masks_from_seed=None, products="batch_major"):
+    model = RNNLM(config, V, products)
     seed = 7
     rng, params, tokens, targets, state = random_case(model, seed)
     while kink_margin(model, params, tokens, state) < 10 * STEP:  # ReLU is checked away from its kink
@@ -118,20 +121,22 @@ def test_backward_with_a_fixed_dropout_mask_matches_finite_differences(cell):
     assert max(errors.values()) < TOLERANCE, errors
 
 
+@pytest.mark.parametrize("products", OTHER_LAYOUTS)
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: "-".join(c))
-def test_gate_major_step_products_match_finite_differences(cell):
+def test_every_step_product_layout_matches_finite_differences(cell, products):
     config = ModelConfig(cell=cell[0], nonlinearity=cell[1], hidden_size=3, num_layers=2, bidirectional=True,
                          encoding="embedding", embedding_dim=3, dtype="float64")
-    errors = gradient_errors(config, gate_major=True)
+    errors = gradient_errors(config, products=products)
     assert max(errors.values()) < TOLERANCE, errors
 
 
+@pytest.mark.parametrize("products", OTHER_LAYOUTS)
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: "-".join(c))
-def test_both_step_product_layouts_compute_the_same_loss_gradients_and_state(cell):
+def test_every_step_product_layout_computes_the_same_loss_gradients_and_state(cell, products):
     config = ModelConfig(cell=cell[0], nonlinearity=cell[1], hidden_size=8, num_layers=2, dtype="float64")
     results = []
-    for gate_major in (False, True):
-        model = RNNLM(config, V, gate_major)
+    for layout in ("batch_major", products):
+        model = RNNLM(config, V, layout)
         _, params, tokens, targets, state = random_case(model, 3)
         results.append(model.loss_and_grads(params, tokens, targets, state))
     (loss, grads, final, d_states), (loss_t, grads_t, final_t, d_states_t) = results

@@ -5,9 +5,14 @@ import pytest
 
 from charrnn.blas import OpenBLAS
 from charrnn.config import ModelConfig
+from charrnn.errors import UserError
 from charrnn.model import RNNLM
 from charrnn.layout import choose_layout, faster_step_products, loop_seconds
-from charrnn.parallel import STEP_PRODUCTS, ShardedModel, shard_slices
+from charrnn.nn import products as products_module
+from charrnn.nn.products import LAYOUTS, available_layouts
+from charrnn.parallel import ShardedModel, shard_slices
+
+PACKED_STAND_IN = object()  # what `packed_products` returns where layouts are chosen, not run
 
 
 def test_shards_cover_the_batch_contiguously():
@@ -77,7 +82,7 @@ def test_automatic_threads_time_both_layouts_and_keep_the_clearly_faster(monkeyp
     assert choose_layout(fixed, params, tokens, targets, model.initial_state(6)) == {} and fixed.workers == 1
 
 
-@pytest.mark.parametrize("fastest", STEP_PRODUCTS)
+@pytest.mark.parametrize("fastest", LAYOUTS)
 def test_automatic_step_products_take_the_layout_whose_loops_run_faster(monkeypatch, fastest):
     from charrnn import layout
 
@@ -86,33 +91,43 @@ def test_automatic_step_products_take_the_layout_whose_loops_run_faster(monkeypa
     tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 8, 6))
     timed_layouts = []
 
-    def loop_seconds(model, gate_major, batch, steps):
-        timed_layouts.append((gate_major, batch, steps))
-        return 1.0 if STEP_PRODUCTS[gate_major] == fastest else 1.2
+    def loop_seconds(model, products, batch, steps):
+        timed_layouts.append((products, batch, steps))
+        return 1.0 if products == fastest else 1.2
 
+    monkeypatch.setattr(layout, "available_layouts", lambda: LAYOUTS)
     monkeypatch.setattr(layout, "loop_seconds", loop_seconds)
+    monkeypatch.setattr(products_module, "packed_products", lambda: PACKED_STAND_IN)
     sharded = ShardedModel(model, 1, 6)
     assert choose_layout(sharded, params, tokens, targets, model.initial_state(6)) == {}
-    assert sharded.step_products == fastest and sharded.model.cell.gate_major == (fastest == "gate_major")
-    assert sorted(timed_layouts) == [(False, 6, 8), (True, 6, 8)]  # the whole batch on one worker, T = 8 steps
+    assert sharded.step_products == fastest and sharded.model.cell.products.layout == fastest
+    assert timed_layouts == [(products, 6, 8) for products in LAYOUTS]  # the whole batch on one worker, T = 8
     assert sharded.layout()["step_products"] == fastest
     timed_layouts.clear()
     choose_layout(sharded, params, tokens, targets, model.initial_state(6), "batch_major")
     assert timed_layouts == [] and sharded.step_products == "batch_major"  # a fixed layout is not timed
 
 
-def test_step_products_stay_batch_major_unless_gate_major_is_clearly_faster(monkeypatch):
+def test_step_products_stay_batch_major_unless_another_layout_is_clearly_faster(monkeypatch):
     from charrnn import layout
 
     model = RNNLM(ModelConfig(cell="rnn", hidden_size=8, num_layers=1), 7)
     sharded = ShardedModel(model, 1, 6)
-    for batch_major, gate_major, chosen in [(1.0, 0.97, "batch_major"), (1.0, 0.9, "gate_major"),
-                                            (0.004, 0.001, "batch_major")]:  # the last too quick to tell
-        monkeypatch.setattr(layout, "loop_seconds", lambda model, gate, batch, steps: gate_major if gate else batch_major)
+    monkeypatch.setattr(layout, "available_layouts", lambda: LAYOUTS)
+    for seconds, chosen in [((1.0, 0.97, 0.98), "batch_major"), ((1.0, 0.9, 1.2), "gate_major"),
+                            ((1.0, 0.9, 0.8), "packed"), ((0.004, 0.001, 0.001), "batch_major")]:  # too quick to tell
+        monkeypatch.setattr(layout, "loop_seconds", lambda model, products, batch, steps: seconds[LAYOUTS.index(products)])
         assert faster_step_products(sharded, 8) == chosen
+
+
+def test_only_the_layouts_this_machine_has_are_timed(monkeypatch):
+    monkeypatch.setattr(products_module, "packed_products", lambda: None)
+    assert products_module.available_layouts() == ("batch_major", "gate_major")
+    with pytest.raises(UserError, match=r"pip install 'charrnn\[mkl\]'"):
+        RNNLM(ModelConfig(cell="gru", hidden_size=8, num_layers=1), 7, "packed")
 
 
 def test_loop_timing_runs_the_real_cell_loops():
 
     model = RNNLM(ModelConfig(cell="gru", hidden_size=8, num_layers=1), 7)
-    assert all(0 < loop_seconds(model, gate_major, 3, 4) < 1 for gate_major in (False, True))
+    assert all(0 < loop_seconds(model, products, 3, 4) < 1 for products in available_layouts())

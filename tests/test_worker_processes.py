@@ -11,6 +11,7 @@ import pytest
 from charrnn import layout, worker_processes
 from charrnn.config import ModelConfig
 from charrnn.errors import UserError
+from charrnn.mkl import packed_products
 from charrnn.model import RNNLM
 from charrnn.parallel import ShardedModel
 
@@ -19,14 +20,15 @@ pytestmark = pytest.mark.skipif(not worker_processes.available(), reason="no for
 BATCH = 6
 
 
-def sharded_step(dropout: float = 0.0, dtype: str = "float32"):
-    """A two-worker ShardedModel of a small stacked LSTM, its parameters, a batch and dropout masks."""
+def sharded_step(dropout: float = 0.0, dtype: str = "float32", products: str = "batch_major"):
+    """A two-worker ShardedModel of a small stacked LSTM (step products laid out as `products`),
+    its parameters, a batch and dropout masks."""
     config = ModelConfig(cell="lstm", hidden_size=8, num_layers=2, dropout=dropout, dtype=dtype)
     model = RNNLM(config, 7)
     params = model.init_params(np.random.default_rng(0))
     tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 5, BATCH))
     masks = model.dropout_masks(np.random.default_rng(2), 5, BATCH) if dropout else None
-    sharded = ShardedModel(model, 2, BATCH)
+    sharded = ShardedModel(model, 2, BATCH, step_products=products)
     if sharded.workers == 1:
         pytest.skip("the BLAS thread count cannot be set here, so training does not shard")
     return sharded, params, tokens, targets, masks
@@ -36,10 +38,12 @@ def step(sharded, params, tokens, targets, masks):
     return sharded.loss_and_grads(params, tokens, targets, sharded.model.initial_state(BATCH), masks)
 
 
+@pytest.mark.parametrize("products", ["batch_major", pytest.param("packed", marks=pytest.mark.skipif(
+    packed_products() is None, reason="packed step products need the mkl extra"))])
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_processes_give_the_threads_loss_gradients_and_state_to_the_bit(dropout, dtype):
-    sharded, params, tokens, targets, masks = sharded_step(dropout, dtype)
+def test_processes_give_the_threads_loss_gradients_and_state_to_the_bit(dropout, dtype, products):
+    sharded, params, tokens, targets, masks = sharded_step(dropout, dtype, products)
     loss, grads, final = step(sharded, params, tokens, targets, masks)
     assert sharded.start_processes(params, BATCH)
     assert sharded.layout()["layout"] == "2 worker processes x 1 BLAS thread"

@@ -14,17 +14,17 @@ Every cell has the same interface, and its state is always a tuple, `(h,)` or `(
 - `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
   by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
 
-Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`. That
-product is `h_{t-1} W^T` (B, G*H) either way; a cell made with `gate_major=True` has BLAS write
-its transpose `W h_{t-1}^T` (G*H, B) and reads that through a transposed view (and likewise for
-the backward's `d W`). The numbers agree up to rounding; which runs faster depends on the BLAS
-kernel and the shapes (with OpenBLAS's AVX-512 kernel the gate-major product of a (32, 512) state
-takes about 60% of the time), so `charrnn.parallel` times both and training records its choice.
+Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`. How that
+product is computed (NumPy batch-major or gate-major, or MKL's packed products) is the cell's
+`products` layout, see `charrnn.nn.products`: the numbers agree up to rounding, and which runs
+faster depends on the BLAS, its kernel and the shapes, so `charrnn.layout` times them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from charrnn.nn.products import StepProducts
 
 
 def gate_vector(H: int, values: list[float], dtype) -> np.ndarray:
@@ -33,26 +33,21 @@ def gate_vector(H: int, values: list[float], dtype) -> np.ndarray:
 
 
 class Cell:
-    """What every cell shares: the layout of its per-step products."""
+    """What every cell shares: how its per-step products are computed."""
 
-    def __init__(self, gate_major: bool = False):
-        self.gate_major = gate_major
+    def __init__(self, products: StepProducts | None = None):
+        self.products = products or StepProducts()
 
-    def product_buffer(self, B: int, N: int, dtype) -> np.ndarray:
-        """Where `times_transposed` writes a (B, N) result: (B, N), or (N, B) gate-major."""
-        return np.empty((N, B) if self.gate_major else (B, N), dtype)
+    def forward_product(self, weights: dict, buf: dict):
+        """The step product with the loop's W_hh for `buf`'s rows, made on the first forward over
+        `buf` (a sampler steps through one buffer, with the same weights, many times)."""
+        if buf["product"] is None:
+            buf["product"] = self.products.product(weights["w_hh"], buf["h"].shape[1])
+        return buf["product"]
 
-    def backward_weights(self, w_hh: np.ndarray) -> np.ndarray:
-        """w_hh (G*H, H) -> the matrix the backward's products take: `d w_hh` is `d (w_hh^T)^T`."""
-        return np.ascontiguousarray(w_hh.T) if self.gate_major else w_hh.T
-
-    def times_transposed(self, x: np.ndarray, matrix: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """x (B, K), matrix (N, K) -> x matrix^T (B, N): `out` itself, or a transposed view of it."""
-        if self.gate_major:
-            np.matmul(matrix, x.T, out=out)
-            return out.T
-        np.matmul(x, matrix.T, out=out)
-        return out
+    def backward_product(self, w_hh: np.ndarray, rows: int):
+        """w_hh (G*H, H) -> the step product the backward loop takes: `d w_hh` is `d (w_hh^T)^T`."""
+        return self.products.product(w_hh.T, rows)
 
 
 class RNNCell(Cell):
@@ -61,8 +56,8 @@ class RNNCell(Cell):
     gates = 1
     arity = 1
 
-    def __init__(self, nonlinearity: str = "tanh", gate_major: bool = False):
-        super().__init__(gate_major)
+    def __init__(self, nonlinearity: str = "tanh", products: StepProducts | None = None):
+        super().__init__(products)
         self.nonlinearity = nonlinearity
 
     def prepare(self, w_ih, w_hh, b_ih, b_hh):
@@ -70,25 +65,25 @@ class RNNCell(Cell):
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "mask": np.empty((B, H), bool),
-                "tmp": np.empty((B, H), dtype), "mm": self.product_buffer(B, H, dtype)}
+                "tmp": np.empty((B, H), dtype), "product": None}
 
     def forward(self, xw, state, weights, buf):
         """xw (T, B, H), state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
-        h, w = buf["h"], weights["w_hh"]
+        h, product = buf["h"], self.forward_product(weights, buf)
         h[0] = state[0]
         for t in range(len(xw)):
-            np.add(xw[t], self.times_transposed(h[t], w, buf["mm"]), out=h[t + 1])
+            product.add_times(h[t], xw[t])
             if self.nonlinearity == "tanh":
-                np.tanh(h[t + 1], out=h[t + 1])
+                np.tanh(xw[t], out=h[t + 1])
             else:
-                np.maximum(h[t + 1], 0, out=h[t + 1])
+                np.maximum(xw[t], 0, out=h[t + 1])
         return h[1:], (h[-1],)
 
     def backward(self, d_out, buf, w_hh):
         """d_out (T, B, H) -> (d_pre (T, B, H), d_pre, (d h0,))."""
         h, tmp = buf["h"], buf["tmp"]
         d_pre = np.empty_like(d_out)
-        w_back, mm = self.backward_weights(w_hh), self.product_buffer(*d_out[0].shape, d_out.dtype)
+        product = self.backward_product(w_hh, d_out.shape[1])
         dh = np.zeros_like(d_out[0])
         for t in reversed(range(len(d_out))):
             da = d_pre[t]
@@ -100,7 +95,7 @@ class RNNCell(Cell):
             else:
                 np.greater(h[t + 1], 0, out=buf["mask"])
                 da *= buf["mask"]
-            dh = self.times_transposed(da, w_back, mm)
+            dh = product.times(da)
         return d_pre, d_pre, (np.ascontiguousarray(dh),)
 
 
@@ -123,16 +118,17 @@ class LSTMCell(Cell):
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "c": np.empty((T + 1, B, H), dtype),
                 "tanh_c": np.empty((T, B, H), dtype), "gates": None, "deriv": None,
-                "mm": self.product_buffer(B, 4 * H, dtype), "tmp": np.empty((B, H), dtype)}
+                "product": None, "tmp": np.empty((B, H), dtype)}
 
     def forward(self, xw, state, weights, buf):
         """xw (T, B, 4H) scaled, state (h0, c0) each (B, H) -> outputs (T, B, H), (h_T, c_T)."""
-        h, c, tanh_c, mm, tmp = buf["h"], buf["c"], buf["tanh_c"], buf["mm"], buf["tmp"]
+        h, c, tanh_c, tmp = buf["h"], buf["c"], buf["tanh_c"], buf["tmp"]
+        product = self.forward_product(weights, buf)
         H = h.shape[-1]
         h[0], c[0] = state
         for t in range(len(xw)):
             gates = xw[t]
-            gates += self.times_transposed(h[t], weights["w_hh"], mm)
+            product.add_times(h[t], gates)
             np.tanh(gates, out=gates)
             gates *= weights["scale"]
             gates += weights["shift"]
@@ -152,7 +148,7 @@ class LSTMCell(Cell):
         d_pre = np.empty_like(gates_all)
         dh, dc = np.zeros((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
         dh_next = np.zeros((B, H), d_out.dtype)
-        w_back, mm = self.backward_weights(w_hh), self.product_buffer(B, H, d_out.dtype)
+        product = self.backward_product(w_hh, B)
         slope, one_minus = np.empty((B, 4 * H), d_out.dtype), np.empty((B, 4 * H), d_out.dtype)
         for t in reversed(range(T)):
             gates, d = gates_all[t], d_pre[t]
@@ -173,7 +169,7 @@ class LSTMCell(Cell):
             np.subtract(1, gates, out=one_minus)
             slope *= one_minus
             d *= slope
-            dh_next = self.times_transposed(d, w_back, mm)
+            dh_next = product.times(d)
         return d_pre, d_pre, (np.ascontiguousarray(dh_next), dc)
 
 
@@ -193,17 +189,17 @@ class GRUCell(Cell):
 
     def allocate(self, T, B, H, dtype):
         return {"h": np.empty((T + 1, B, H), dtype), "hn": np.empty((T, B, H), dtype), "gates": None,
-                "mm": self.product_buffer(B, 3 * H, dtype), "tmp": np.empty((B, H), dtype)}
+                "product": None, "tmp": np.empty((B, H), dtype)}
 
     def forward(self, xw, state, weights, buf):
         """xw (T, B, 3H) scaled, state (h0 (B, H),) -> outputs (T, B, H), (h_T,)."""
         h, hn, tmp = buf["h"], buf["hn"], buf["tmp"]
-        H = h.shape[-1]
+        H, product = h.shape[-1], self.forward_product(weights, buf)
         h[0] = state[0]
         for t in range(len(xw)):
             gates = xw[t]
             rz, n = gates[:, :2 * H], gates[:, 2 * H:]
-            mm = self.times_transposed(h[t], weights["w_hh"], buf["mm"])
+            mm = product.times(h[t])
             rz += mm[:, :2 * H]
             np.tanh(rz, out=rz)
             rz *= 0.5
@@ -224,7 +220,7 @@ class GRUCell(Cell):
         T, B, H = d_out.shape
         d_x, d_h = np.empty_like(gates_all), np.empty_like(gates_all)
         dh, dh_next = np.empty((B, H), d_out.dtype), np.zeros((B, H), d_out.dtype)
-        w_back, mm = self.backward_weights(w_hh), self.product_buffer(B, H, d_out.dtype)
+        product = self.backward_product(w_hh, B)
         slope = np.empty((B, 2 * H), d_out.dtype)
         for t in reversed(range(T)):
             gates = gates_all[t]
@@ -245,12 +241,14 @@ class GRUCell(Cell):
             d_h[t][:, :2 * H] = d_x[t][:, :2 * H]
             np.multiply(dn, r, out=d_h[t][:, 2 * H:])
             np.multiply(dh, z, out=dh_next)  # dh_{t-1} = dh * z + d_h W_hh
-            dh_next += self.times_transposed(d_h[t], w_back, mm)
+            product.add_times(d_h[t], dh_next)
         return d_x, d_h, (dh_next,)
 
 
-def make_cell(kind: str, nonlinearity: str = "tanh", gate_major: bool = False):
-    """'rnn' | 'lstm' | 'gru' -> a cell object; `gate_major` picks the layout of its step products."""
+def make_cell(kind: str, nonlinearity: str = "tanh", products: str = "batch_major"):
+    """'rnn' | 'lstm' | 'gru' -> a cell object; `products` is the layout of its step products
+    (see `charrnn.nn.products`)."""
+    layout = StepProducts(products)
     if kind == "rnn":
-        return RNNCell(nonlinearity, gate_major)
-    return {"lstm": LSTMCell, "gru": GRUCell}[kind](gate_major)
+        return RNNCell(nonlinearity, layout)
+    return {"lstm": LSTMCell, "gru": GRUCell}[kind](layout)

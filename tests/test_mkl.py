@@ -1,0 +1,58 @@
+"""MKL's packed products (the `mkl` extra) compute what NumPy's matmul computes, and refuse what they cannot take."""
+
+import numpy as np
+import pytest
+
+from charrnn.mkl import packed_products
+from charrnn.nn.products import StepProducts
+
+gemm = packed_products()
+pytestmark = pytest.mark.skipif(gemm is None, reason="packed step products need the mkl extra")
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-13)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_packed_matrix_times_many_row_blocks_equals_matmul(dtype, tolerance, order):
+    rng = np.random.default_rng(0)
+    matrix = np.asarray(rng.standard_normal((12, 5)), dtype, order=order)  # (N, K)
+    packed = gemm.pack(matrix, 3)
+    for _ in range(3):
+        x = rng.standard_normal((3, 5)).astype(dtype)
+        out = np.full((3, 12), np.nan, dtype)
+        gemm.compute(x, packed, out)
+        np.testing.assert_allclose(out, x @ matrix.T, rtol=tolerance, atol=tolerance)
+
+
+def test_accumulating_adds_to_a_strided_row_block_and_nothing_else():
+    rng = np.random.default_rng(1)
+    matrix = rng.standard_normal((6, 4)).astype(np.float32)
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    whole = rng.standard_normal((2, 10)).astype(np.float32)
+    before = whole.copy()
+    gemm.compute(x, gemm.pack(matrix, 2), whole[:, 3:9], accumulate=True)  # rows 10 apart, 6 columns
+    np.testing.assert_allclose(whole[:, 3:9], before[:, 3:9] + x @ matrix.T, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(whole[:, :3], before[:, :3]) and np.array_equal(whole[:, 9:], before[:, 9:])
+
+
+def test_shapes_dtypes_and_strides_that_do_not_fit_are_refused_before_mkl_sees_them():
+    matrix = np.ones((6, 4), np.float32)
+    packed = gemm.pack(matrix, 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        gemm.compute(np.ones((3, 4), np.float32), packed, np.empty((3, 6), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        gemm.compute(np.ones((2, 4)), packed, np.empty((2, 6), np.float32))
+    with pytest.raises(ValueError, match="unit stride"):
+        gemm.compute(np.ones((4, 2), np.float32).T, packed, np.empty((2, 6), np.float32))
+    with pytest.raises(ValueError, match="contiguous"):
+        gemm.pack(np.ones((6, 8), np.float32)[:, ::2], 2)
+
+
+@pytest.mark.parametrize("layout", ["batch_major", "gate_major", "packed"])
+def test_every_layout_multiplies_and_adds_the_same(layout):
+    rng = np.random.default_rng(2)
+    matrix, x = rng.standard_normal((8, 3)), rng.standard_normal((4, 3))
+    product = StepProducts(layout).product(matrix, 4)
+    np.testing.assert_allclose(product.times(x), x @ matrix.T, rtol=1e-13)
+    out = np.ones((4, 8))
+    product.add_times(x, out)
+    np.testing.assert_allclose(out, 1 + x @ matrix.T, rtol=1e-13)
