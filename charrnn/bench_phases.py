@@ -32,7 +32,7 @@ from charrnn.config import ModelConfig, TrainConfig
 from charrnn.layout import choose_layout
 from charrnn.machine import describe
 from charrnn.model import RNNLM
-from charrnn.nn import cells, encoders, head, layers
+from charrnn.nn import encoders, head, layers, products
 from charrnn.optim import clip_by_global_norm, make_optimizer
 from charrnn.parallel import ShardedModel
 
@@ -56,19 +56,24 @@ class Clock:
 
 
 class TimedNumPy:
-    """numpy, with `matmul` timed: what the cells see while profiling."""
+    """numpy, with `matmul` timed as the loop's products: what the step products see while profiling."""
 
     def __init__(self, clock: Clock, phase: dict):
         self.clock, self.phase = clock, phase
+        self.matmul = self.timed(np.matmul)
 
     def __getattr__(self, name):
         return getattr(np, name)
 
-    def matmul(self, *args, **kwargs):
-        begin = time.perf_counter()
-        result = np.matmul(*args, **kwargs)
-        self.clock.seconds[f"{self.phase['now']} loop: W_hh products"] += time.perf_counter() - begin
-        return result
+    def timed(self, function):
+        """`function`, its time counted as the current loop's W_hh products."""
+        def run(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.clock.seconds[f"{self.phase['now']} loop: W_hh products"] += time.perf_counter() - begin
+        return run
 
 
 @contextlib.contextmanager
@@ -82,9 +87,13 @@ def instrumented(clock: Clock, cell_class):
             return clock.wrap(f"{name} loop: total", function)(*args, **kwargs)
         return run
 
+    timed_numpy = TimedNumPy(clock, phase)
+    packed = products.PackedStepProduct
     patches = [(cell_class, "forward", loop("forward", cell_class.forward)),
                (cell_class, "backward", loop("backward", cell_class.backward)),
-               (cells, "np", TimedNumPy(clock, phase)),
+               (products, "np", timed_numpy),
+               (packed, "times", timed_numpy.timed(packed.times)),
+               (packed, "add_times", timed_numpy.timed(packed.add_times)),
                (encoders.BagInput, "project", clock.wrap("input projection", encoders.BagInput.project)),
                (encoders.DenseInput, "project", clock.wrap("input projection", encoders.DenseInput.project)),
                (encoders.BagInput, "weight_grad", clock.wrap("weight gradients", encoders.BagInput.weight_grad)),

@@ -1,4 +1,5 @@
-"""One line saying what made a benchmark figure: the CPU, NumPy's SIMD level and the BLAS in use.
+"""One line saying what made a benchmark figure: the CPU, NumPy's SIMD level and the BLAS in use
+(and MKL, where the `mkl` extra offers packed step products).
 
 The fastest formulation differs between CPUs (NumPy vectorises float32 `tanh` with AVX-512 but not
 with AVX2 alone), so every table in BENCHMARKS.md starts with this line.
@@ -12,6 +13,7 @@ import platform
 import numpy as np
 
 from charrnn.blas import OpenBLAS
+from charrnn.mkl import packed_products
 
 SIMD_LEVELS = ("AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "X86_V4", "AVX2", "X86_V3", "SSE42", "X86_V2")
 
@@ -45,7 +47,13 @@ def blas_name() -> str:
     return f"{name} (kernel {blas.corename()}, {blas.get_threads()} threads)"
 
 
+def mkl_name() -> str:
+    """Intel MKL's version where the `mkl` extra makes packed step products available, else 'no MKL'."""
+    gemm = packed_products()
+    return f"MKL {gemm.version()} for packed step products" if gemm is not None else "no MKL"
+
+
 def describe() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{cpu_name()}, {cores} cores, NumPy {np.__version__} SIMD {simd_level()}, BLAS {blas_name()}, "
-            f"Python {platform.python_version()}")
+            f"{mkl_name()}, Python {platform.python_version()}")

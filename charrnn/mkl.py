@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import functools
 import importlib.metadata
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ class PackedProducts:
 
     def __init__(self, library: ctypes.CDLL):
         pointer, size = ctypes.c_void_p, ctypes.c_size_t
+        self.library = library
         self.functions = {}
         for prefix, scalar in (("s", ctypes.c_float), ("d", ctypes.c_double)):
             get_size = getattr(library, f"cblas_{prefix}gemm_pack_get_size")
@@ -60,6 +62,13 @@ class PackedProducts:
             compute.argtypes = [ctypes.c_int] * 6 + [pointer, ctypes.c_int, pointer, ctypes.c_int, scalar, pointer,
                                                      ctypes.c_int]
             self.functions[np.dtype(np.float32 if prefix == "s" else np.float64)] = (get_size, pack, compute)
+
+    def version(self) -> str:
+        """MKL's version as its description of itself gives it, e.g. '2026.2'."""
+        text = ctypes.create_string_buffer(256)
+        self.library.MKL_Get_Version_String(text, len(text))
+        found = re.search(r"Version ([0-9][0-9.]*)", text.value.decode(errors="replace"))
+        return found.group(1) if found else "unknown"
 
     def pack(self, matrix: np.ndarray, rows: int) -> Packed:
         """matrix (N, K), C- or Fortran-contiguous -> its transpose (K, N) packed for products

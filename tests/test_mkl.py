@@ -1,5 +1,7 @@
 """MKL's packed products (the `mkl` extra) compute what NumPy's matmul computes, and refuse what they cannot take."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,10 @@ def test_every_layout_multiplies_and_adds_the_same(layout):
     out = np.ones((4, 8))
     product.add_times(x, out)
     np.testing.assert_allclose(out, 1 + x @ matrix.T, rtol=1e-13)
+
+
+def test_the_bench_header_names_the_mkl_that_packs():
+    from charrnn.machine import describe
+
+    assert re.fullmatch(r"\d{4}(\.\d+)*", gemm.version())
+    assert f"MKL {gemm.version()} for packed step products" in describe()
