@@ -16,10 +16,15 @@ shards with single-threaded BLAS, in threads or forked processes, or one worker 
 threads, whichever is faster here, see charrnn.layout); sampling uses BLAS's own threads, as
 the CLI does. PyTorch's thread pool is set to the same number of cores, and the bench pauses
 before each model so that PyTorch's idle threads have stopped spinning when ours are timed.
+
+PyTorch runs in a process of its own, spawned afresh, so with glibc's stock malloc settings, as
+a PyTorch user runs it: the settings charrnn makes for itself at start (`charrnn.allocator`)
+would speed PyTorch's LSTM-128 up by about a quarter too (BENCHMARKS.md).
 """
 
 import argparse
 import contextlib
+import multiprocessing
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -106,6 +111,46 @@ class Torch:
                 token = torch.multinomial(probs, 1).view(1, 1)
 
 
+class TorchProcess:
+    """PyTorch's side of the bench in a spawned process: `call("model", cell, H)`, then
+    `call("train")` or `call("sample", n)` -> seconds, timed there as `best_time(..., 1)` times ours."""
+
+    def __init__(self, cores: int):
+        context = multiprocessing.get_context("spawn")
+        self.connection, there = context.Pipe()
+        self.process = context.Process(target=torch_side, args=(there, cores), daemon=True)
+        self.process.start()
+        self.version = self.connection.recv()  # None: torch is not installed
+
+    def call(self, *request):
+        self.connection.send(request)
+        return self.connection.recv()
+
+    def close(self):
+        self.connection.send(None)
+        self.process.join()
+
+
+def torch_side(connection, cores: int):
+    """The loop of `TorchProcess`'s process: answer its requests until it sends None."""
+    try:
+        import torch
+    except ImportError:
+        connection.send(None)
+        return
+    torch.set_num_threads(cores)
+    connection.send(torch.__version__)
+    model = None
+    for request, *args in iter(connection.recv, None):
+        if request == "model":
+            model = Torch(torch, *args)
+            connection.send(True)
+        elif request == "train":
+            connection.send(best_time(model.train_step, 1))
+        else:
+            connection.send(best_time(lambda: model.sample(*args), 1))
+
+
 def best_time(function, repeats):
     function()
     times = []
@@ -127,14 +172,12 @@ def main():
                         help="worker threads (0: chosen as `charrnn train` chooses, see charrnn.layout)")
     args = parser.parse_args()
     cores = resolve_threads(0)
-    try:
-        import torch
-
-        torch.set_num_threads(cores)
-    except ImportError:
+    torch = TorchProcess(cores)
+    if torch.version is None:
+        torch.process.join()
         torch = None
     peak = gemm_peak(cores)
-    print(f"# charrnn bench: {describe()}; " + (f"torch {torch.__version__} ({cores} threads)" if torch
+    print(f"# charrnn bench: {describe()}; " + (f"torch {torch.version} ({cores} threads, own process)" if torch
                                                 else "torch not installed"))
     print(f"# float32 GEMM peak ({cores} x single-threaded 2048^3, best of 5): {peak:.0f} GFLOPS; "
           f"{LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}; best of {args.repeats}\n")
@@ -144,13 +187,15 @@ def main():
     for cell in args.cells.split(","):
         for H in map(int, args.sizes.split(",")):
             time.sleep(SETTLE_SECONDS)  # PyTorch's idle OpenMP threads spin for a while: not while ours choose
-            ours, ref = Ours(cell, H, args.threads), Torch(torch, cell, H) if torch else None
+            ours, ref = Ours(cell, H, args.threads), torch
+            if ref:
+                ref.call("model", cell, H)
             layout = "{layout}, {step_products}".format(**ours.sharded.layout()).replace("_", "-")
             train, train_ref = [], []
             for _ in range(args.repeats):  # alternate so both see the same machine load
                 train.append(BATCH * SEQ / best_time(ours.train_step, 1))
                 if ref:
-                    train_ref.append(BATCH * SEQ / best_time(ref.train_step, 1))
+                    train_ref.append(BATCH * SEQ / ref.call("train"))
             ours.sharded.close()  # sampling runs as `charrnn sample` does, with BLAS's own threads
             share = {rate: f"{100 * rate * training_flops(cell, H) / (peak * 1e9):.0f}%" for rate in train + train_ref}
             rows.append([cell, H, layout, f"{max(train):,.0f}", f"{max(train_ref):,.0f}" if ref else "-",
@@ -161,7 +206,7 @@ def main():
             for streams in (1, 8, 64):
                 n = max(50, args.sample_tokens // streams)
                 rates[streams] = n * streams / min(best_time(lambda: ours.sample(n, streams), 1) for _ in range(2))
-            ref_rate = args.sample_tokens / min(best_time(lambda: ref.sample(args.sample_tokens), 1)
+            ref_rate = args.sample_tokens / min(ref.call("sample", args.sample_tokens)
                                                 for _ in range(2)) if ref else None
             samples.append([cell, H, f"{rates[1]:,.0f}", f"{ref_rate:,.0f}" if ref else "-",
                             f"{rates[1] / ref_rate:.1f}" if ref else "-", f"{rates[8]:,.0f}", f"{rates[64]:,.0f}",
@@ -172,6 +217,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for row in samples:
         print("| " + " | ".join(map(str, row)) + " |")
+    if torch:
+        torch.close()
 
 
 if __name__ == "__main__":
