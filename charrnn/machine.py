@@ -13,7 +13,7 @@ import platform
 import numpy as np
 
 from charrnn.blas import OpenBLAS
-from charrnn.mkl import packed_products
+from charrnn.mkl import mkl_products
 
 SIMD_LEVELS = ("AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "X86_V4", "AVX2", "X86_V3", "SSE42", "X86_V2")
 
@@ -49,7 +49,7 @@ def blas_name() -> str:
 
 def mkl_name() -> str:
     """Intel MKL's version where the `mkl` extra makes packed step products available, else 'no MKL'."""
-    gemm = packed_products()
+    gemm = mkl_products()
     return f"MKL {gemm.version()} for packed step products" if gemm is not None else "no MKL"
 
 

@@ -203,7 +203,7 @@ def test_every_command_has_help_naming_its_options():
 def test_packed_step_products_without_mkl_end_in_one_line_that_says_how_to_install_it(workspace, monkeypatch):
     from charrnn.nn import products
 
-    monkeypatch.setattr(products, "packed_products", lambda: None)
+    monkeypatch.setattr(products, "mkl_products", lambda: None)
     before = snapshot(workspace)
     result = CliRunner().invoke(cli, [*TRAIN, "--set", "train.step_products=packed"])
     assert_one_line_failure(result.exit_code, result.stderr, "pip install 'charrnn[mkl]'")

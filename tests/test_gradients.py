@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from charrnn.config import ModelConfig
-from charrnn.mkl import packed_products
+from charrnn.mkl import mkl_products
 from charrnn.model import RNNLM
 from charrnn.nn.head import token_nll
 from charrnn.nn.layers import layer_weights
@@ -23,7 +23,7 @@ CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 ENCODINGS = ["onehot", "bow", "embedding"]
 STEP = 1e-3
 TOLERANCE = 1e-6
-NEEDS_MKL = pytest.mark.skipif(packed_products() is None, reason="packed step products need the mkl extra")
+NEEDS_MKL = pytest.mark.skipif(mkl_products() is None, reason="packed step products need the mkl extra")
 OTHER_LAYOUTS = ["gate_major", pytest.param("packed", marks=NEEDS_MKL)]  # than batch-major, the default
 
 

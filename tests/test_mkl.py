@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from charrnn.mkl import packed_products
+from charrnn.mkl import mkl_products
 from charrnn.nn.products import StepProducts
 
-gemm = packed_products()
+gemm = mkl_products()
 pytestmark = pytest.mark.skipif(gemm is None, reason="packed step products need the mkl extra")
 
 
@@ -65,3 +65,18 @@ def test_the_bench_header_names_the_mkl_that_packs():
 
     assert re.fullmatch(r"\d{4}(\.\d+)*", gemm.version())
     assert f"MKL {gemm.version()} for packed step products" in describe()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-13)])
+def test_a_layout_that_packs_multiplies_matrices_through_mkl_as_numpy_does(dtype, tolerance):
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((5, 4)).astype(dtype)
+    packed = StepProducts("packed")
+    for left, right in [(a, b), (np.asfortranarray(a), b), (a, b.T.copy().T), (a.T.copy().T, np.asfortranarray(b))]:
+        result = packed.matmul(left, right)
+        assert result.flags.c_contiguous and result.dtype == dtype
+        np.testing.assert_allclose(result, a @ b, rtol=tolerance, atol=tolerance)
+    strided = rng.standard_normal((7, 10)).astype(dtype)[:, ::2]  # neither C nor F: NumPy's matmul takes it
+    np.testing.assert_allclose(packed.matmul(strided, b), strided @ b, rtol=tolerance, atol=tolerance)
+    with pytest.raises(ValueError, match="cannot multiply"):
+        gemm.multiply(a, a)

@@ -12,7 +12,7 @@ from charrnn.nn import products as products_module
 from charrnn.nn.products import LAYOUTS, available_layouts
 from charrnn.parallel import ShardedModel, shard_slices
 
-PACKED_STAND_IN = object()  # what `packed_products` returns where layouts are chosen, not run
+PACKED_STAND_IN = object()  # what `mkl_products` returns where layouts are chosen, not run
 
 
 def test_shards_cover_the_batch_contiguously():
@@ -97,7 +97,7 @@ def test_automatic_step_products_take_the_layout_whose_loops_run_faster(monkeypa
 
     monkeypatch.setattr(layout, "available_layouts", lambda: LAYOUTS)
     monkeypatch.setattr(layout, "loop_seconds", loop_seconds)
-    monkeypatch.setattr(products_module, "packed_products", lambda: PACKED_STAND_IN)
+    monkeypatch.setattr(products_module, "mkl_products", lambda: PACKED_STAND_IN)
     sharded = ShardedModel(model, 1, 6)
     assert choose_layout(sharded, params, tokens, targets, model.initial_state(6)) == {}
     assert sharded.step_products == fastest and sharded.model.cell.products.layout == fastest
@@ -121,7 +121,7 @@ def test_step_products_stay_batch_major_unless_another_layout_is_clearly_faster(
 
 
 def test_only_the_layouts_this_machine_has_are_timed(monkeypatch):
-    monkeypatch.setattr(products_module, "packed_products", lambda: None)
+    monkeypatch.setattr(products_module, "mkl_products", lambda: None)
     assert products_module.available_layouts() == ("batch_major", "gate_major")
     with pytest.raises(UserError, match=r"pip install 'charrnn\[mkl\]'"):
         RNNLM(ModelConfig(cell="gru", hidden_size=8, num_layers=1), 7, "packed")

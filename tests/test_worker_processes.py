@@ -11,7 +11,7 @@ import pytest
 from charrnn import layout, worker_processes
 from charrnn.config import ModelConfig
 from charrnn.errors import UserError
-from charrnn.mkl import packed_products
+from charrnn.mkl import mkl_products
 from charrnn.model import RNNLM
 from charrnn.parallel import ShardedModel
 
@@ -39,7 +39,7 @@ def step(sharded, params, tokens, targets, masks):
 
 
 @pytest.mark.parametrize("products", ["batch_major", pytest.param("packed", marks=pytest.mark.skipif(
-    packed_products() is None, reason="packed step products need the mkl extra"))])
+    mkl_products() is None, reason="packed step products need the mkl extra"))])
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_processes_give_the_threads_loss_gradients_and_state_to_the_bit(dropout, dtype, products):

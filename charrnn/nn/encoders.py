@@ -19,23 +19,24 @@ class DenseInput:
     def __init__(self, x: np.ndarray):
         self.x = x
 
-    def project(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """weight (G, I), bias (G,) -> x W^T + b: (T, B, G)."""
+    def project(self, weight: np.ndarray, bias: np.ndarray, matmul=np.matmul) -> np.ndarray:
+        """weight (G, I), bias (G,) -> x W^T + b: (T, B, G). `matmul` multiplies two matrices (a
+        layout's, see `charrnn.nn.products`)."""
         T, B, I = self.x.shape
-        out = (self.x.reshape(T * B, I) @ weight.T).reshape(T, B, -1)
+        out = matmul(self.x.reshape(T * B, I), weight.T).reshape(T, B, -1)
         out += bias
         return out
 
-    def weight_grad(self, grad: np.ndarray) -> np.ndarray:
+    def weight_grad(self, grad: np.ndarray, matmul=np.matmul) -> np.ndarray:
         """grad (T, B, G) of the projection -> dW: (G, I)."""
         G = grad.shape[-1]
-        return grad.reshape(-1, G).T @ self.x.reshape(-1, self.x.shape[-1])
+        return matmul(grad.reshape(-1, G).T, self.x.reshape(-1, self.x.shape[-1]))
 
-    def input_grad(self, grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    def input_grad(self, grad: np.ndarray, weight: np.ndarray, matmul=np.matmul) -> np.ndarray:
         """grad (T, B, G), weight (G, I) -> dx: (T, B, I), as one product over all T * B rows
         (a 3-D product would be T thin ones, each packing the weight again)."""
         T, B, G = grad.shape
-        return (grad.reshape(T * B, G) @ weight).reshape(T, B, -1)
+        return matmul(grad.reshape(T * B, G), weight).reshape(T, B, -1)
 
 
 class BagInput:
@@ -65,9 +66,10 @@ class BagInput:
             out *= self.scale
         return out
 
-    def project(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """weight (G, V), bias (G,) -> x W^T + b: (T, B, G), as a sum of K gathered columns. For
-        one-hot input the bias is added to the table's rows, so the gather is the only pass."""
+    def project(self, weight: np.ndarray, bias: np.ndarray, matmul=None) -> np.ndarray:
+        """weight (G, V), bias (G,) -> x W^T + b: (T, B, G), as a sum of K gathered columns (no
+        product: `matmul` is not used). For one-hot input the bias is added to the table's rows,
+        so the gather is the only pass."""
         out = np.empty((*self.ids.shape[:-1], weight.shape[0]), dtype=weight.dtype)
         table = self.padded_table(weight)
         if self.ids.shape[-1] == 1 and self.scale == 1:
@@ -86,12 +88,12 @@ class BagInput:
             bag[rows, flat[:, j]] += self.scale  # (row, id) pairs are unique within one j
         return bag[:, :-1]
 
-    def weight_grad(self, grad: np.ndarray) -> np.ndarray:
+    def weight_grad(self, grad: np.ndarray, matmul=np.matmul) -> np.ndarray:
         """grad (T, B, G) of the projection -> dW: (G, V), one GEMM with the bag matrix."""
         G = grad.shape[-1]
-        return grad.reshape(-1, G).T @ self.counts(grad.dtype)
+        return matmul(grad.reshape(-1, G).T, self.counts(grad.dtype))
 
-    def input_grad(self, grad, weight):
+    def input_grad(self, grad, weight, matmul=None):
         return None
 
 

@@ -27,7 +27,7 @@ def layer_forward(cell, weights, inputs, state, reverse: bool):
     """inputs (T, B, I) as DenseInput/BagInput, state tuple of (B, H) -> out (T, B, H), final state, cache."""
     w_ih, w_hh, b_ih, b_hh = weights
     w_in, bias, prepared = cell.prepare(w_ih, w_hh, b_ih, b_hh)
-    xw = inputs.project(w_in, bias)
+    xw = inputs.project(w_in, bias, cell.products.matmul)
     T, B, _ = xw.shape
     buf = cell.allocate(T, B, w_hh.shape[1], w_hh.dtype)
     out, final = cell.forward(xw[::-1] if reverse else xw, state, prepared, buf)
@@ -41,14 +41,14 @@ def layer_backward(cell, weights, d_out, cache):
     d_x, d_h, d_state = cell.backward(d_out[::-1] if reverse else d_out, buf, w_hh)
     T, B, G = d_h.shape
     H = w_hh.shape[1]
-    d_w_hh = d_h.reshape(T * B, G).T @ buf["h"][:-1].reshape(T * B, H)
+    d_w_hh = cell.products.matmul(d_h.reshape(T * B, G).T, buf["h"][:-1].reshape(T * B, H))
     d_b_hh = d_h.reshape(T * B, G).sum(axis=0)
     # rnn/lstm see one pre-activation from both sides: sum it once (a copy, as clipping scales in place)
     d_b_ih = d_b_hh.copy() if d_x is d_h else d_x.reshape(T * B, G).sum(axis=0)
     if reverse:
         d_x = np.ascontiguousarray(d_x[::-1])
-    d_w_ih = inputs.weight_grad(d_x)
-    return (d_w_ih, d_w_hh, d_b_ih, d_b_hh), inputs.input_grad(d_x, w_ih), d_state
+    d_w_ih = inputs.weight_grad(d_x, cell.products.matmul)
+    return (d_w_ih, d_w_hh, d_b_ih, d_b_hh), inputs.input_grad(d_x, w_ih, cell.products.matmul), d_state
 
 
 def stack_forward(cell, params, inputs, states, num_layers: int, directions: int, masks):

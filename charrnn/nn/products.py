@@ -12,6 +12,9 @@ kernel and the shapes (so `charrnn.layout` times them and training records its c
   transposed form packs it into the cheaper side;
 - "packed": Intel MKL packs m once per loop and every step's product reuses it, adding into the
   caller's buffer where asked (`charrnn.mkl`, the optional `mkl` extra).
+
+A layout also multiplies the layer's large matrices outside the loop (`matmul`: the input
+projection, the weight and input gradients): NumPy's matmul, or MKL's where it packs.
 """
 
 from __future__ import annotations
@@ -19,9 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.errors import UserError
-from charrnn.mkl import INSTALL_HINT, packed_products
+from charrnn.mkl import INSTALL_HINT, mkl_products
 
 LAYOUTS = ("batch_major", "gate_major", "packed")
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def contiguous(matrix: np.ndarray) -> bool:
+    return matrix.flags.c_contiguous or matrix.flags.f_contiguous
 
 
 class StepProduct:
@@ -72,10 +80,18 @@ class StepProducts:
         self.layout = layout
         self.gemm = None
         if layout == "packed":
-            self.gemm = packed_products()
+            self.gemm = mkl_products()
             if self.gemm is None:
                 raise UserError(f"step products 'packed' need Intel MKL, which is not installed: {INSTALL_HINT}, "
                                 "or set train.step_products to batch_major or gate_major")
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a (M, K) @ b (K, N) -> (M, N): through MKL for a layout that packs, where both are
+        (transposes of) contiguous arrays of one float dtype, else NumPy's matmul."""
+        if self.gemm is not None and a.dtype == b.dtype and a.dtype in FLOATS and a.ndim == b.ndim == 2 \
+                and a.size and b.size and contiguous(a) and contiguous(b):
+            return self.gemm.multiply(a, b)
+        return a @ b
 
     def product(self, matrix: np.ndarray, rows: int):
         """matrix (N, K), rows B -> the StepProduct computing x m^T for x (B, K)."""
@@ -86,4 +102,4 @@ class StepProducts:
 
 def available_layouts() -> tuple[str, ...]:
     """The layouts this process can use: "packed" only where MKL is installed."""
-    return LAYOUTS if packed_products() is not None else LAYOUTS[:2]
+    return LAYOUTS if mkl_products() is not None else LAYOUTS[:2]
