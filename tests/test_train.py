@@ -14,6 +14,8 @@ from charrnn import run as runs
 from charrnn.cli import cli
 from charrnn.config import Config
 from charrnn.data import StreamBatcher
+from charrnn.mkl import mkl_products
+from charrnn.nn.products import LAYOUTS
 from charrnn.model import RNNLM
 from charrnn.train import Trainer
 
@@ -58,21 +60,23 @@ def test_a_stopped_and_resumed_run_ends_identical_to_an_uninterrupted_one(corpus
     assert meta["progress"]["step"] == 14 and meta["progress"]["tokens"] == 14 * 8 * 4
 
 
-def test_the_step_products_layout_is_recorded_and_a_resumed_run_keeps_it(corpus_file, tmp_path):
+@pytest.mark.parametrize("layout", ["gate_major", pytest.param("packed", marks=pytest.mark.skipif(
+    mkl_products() is None, reason="packed step products need the mkl extra"))])
+def test_the_step_products_layout_is_recorded_and_a_resumed_run_keeps_it(corpus_file, tmp_path, layout):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    gate_major = ["--set", "train.step_products=gate_major"]
-    assert train(corpus_file, "--out", whole, "--max-steps", 14, *TINY, *gate_major).exit_code == 0
-    assert train(corpus_file, "--out", parts, "--max-steps", 5, *TINY, *gate_major).exit_code == 0
-    assert "step_products: gate_major" in (parts / "config.yaml").read_text()
+    fixed = ["--set", f"train.step_products={layout}"]
+    assert train(corpus_file, "--out", whole, "--max-steps", 14, *TINY, *fixed).exit_code == 0
+    assert train(corpus_file, "--out", parts, "--max-steps", 5, *TINY, *fixed).exit_code == 0
+    assert f"step_products: {layout}" in (parts / "config.yaml").read_text()
     resumed = train(corpus_file, "--out", parts, "--max-steps", 14, "--resume", "--quiet")
     assert resumed.exit_code == 0 and "warning" not in resumed.stderr, resumed.output
     a, b = params_of(whole / "last.npz"), params_of(parts / "last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert json.loads((parts / "summary.json").read_text())["step_products"] == "gate_major"
+    assert json.loads((parts / "summary.json").read_text())["step_products"] == layout
     automatic = tmp_path / "automatic"
     assert train(corpus_file, "--out", automatic, "--max-steps", 2, *TINY).exit_code == 0
     recorded = runs.read_checkpoint(automatic / "last.npz").meta["config"]["train"]["step_products"]
-    assert recorded in ("batch_major", "gate_major")  # "auto" is settled before the first step
+    assert recorded in LAYOUTS  # "auto" is settled before the first step
 
 
 def test_run_files_and_metrics(corpus_file, tmp_path):
