@@ -12,11 +12,11 @@ def main():
     try:
         allocator.keep_freed_memory()
         from charrnn.cli import cli
-    except (Stopped, KeyboardInterrupt) as stop:
+
+        cli(prog_name="charrnn")  # a command's own failures end in its group (`charrnn.cli.group`)
+    except (Stopped, KeyboardInterrupt) as stop:  # a signal while importing, or while click parses
         code = stop.exit_code if isinstance(stop, Stopped) else 130
         print(f"Error: {stop if isinstance(stop, Stopped) else 'interrupted'}", file=sys.stderr)
         sys.exit(code)
-    try:
-        cli(prog_name="charrnn")
     finally:
         signals.ignore()  # the command has ended: a late signal must not raise during shutdown

@@ -161,6 +161,28 @@ def test_a_stop_signal_at_any_early_moment_ends_cleanly(tmp_path, signal_number,
         assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_while_click_parses_the_command_line_ends_in_one_line(monkeypatch, capsys, signal_number, code):
+    import click
+
+    from charrnn import launch, signals
+
+    def stopped_while_parsing(*args, **kwargs):
+        raise signals.stop(signal_number)
+
+    monkeypatch.setattr(sys, "argv", ["charrnn", "train", "--help"])
+    monkeypatch.setattr(click.Group, "make_context", stopped_while_parsing)
+    previous = {signum: signal.getsignal(signum) for signum in signals.STOP_SIGNALS}
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            launch.main()
+    finally:  # the entry point leaves stop signals ignored: give pytest its own handlers back
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert exit_.value.code == code
+    assert capsys.readouterr().err == f"Error: {'interrupted' if code == 130 else 'terminated'}\n"
+
+
 def test_a_second_ctrl_c_stops_at_once_and_keeps_last_consistent(tmp_path, prepared):
     for attempt in range(8 if TORTURE else 3):
         out = tmp_path / f"run{attempt}"
