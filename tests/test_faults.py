@@ -166,9 +166,10 @@ def test_a_stop_signal_while_click_parses_the_command_line_ends_in_one_line(monk
     import click
 
     from charrnn import launch, signals
+    from charrnn.errors import Stopped
 
     def stopped_while_parsing(*args, **kwargs):
-        raise signals.stop(signal_number)
+        raise Stopped(signal_number)  # as the handler raises it, less its safety net (which would end pytest)
 
     monkeypatch.setattr(sys, "argv", ["charrnn", "train", "--help"])
     monkeypatch.setattr(click.Group, "make_context", stopped_while_parsing)
@@ -181,6 +182,22 @@ def test_a_stop_signal_while_click_parses_the_command_line_ends_in_one_line(monk
             signal.signal(signum, handler)
     assert exit_.value.code == code
     assert capsys.readouterr().err == f"Error: {'interrupted' if code == 130 else 'terminated'}\n"
+
+
+def test_a_stop_signal_after_the_run_started_but_before_its_first_save_leaves_nothing(tmp_path, monkeypatch):
+    from charrnn.cli import ranks
+    from charrnn.errors import Stopped
+
+    def stopped(*args, **kwargs):
+        raise Stopped(signal.SIGINT)  # as the handler raises it, less its safety net (which would end pytest)
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SHAKESPEARE_LIKE)
+    monkeypatch.setattr(ranks, "own_streams", stopped)  # between the run's start line and its first step
+    before = snapshot(tmp_path)
+    result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"), *SMALL, "--max-steps", "5"])
+    assert_one_line_failure(result.exit_code, result.stderr, "interrupted")
+    assert result.exit_code == 130 and snapshot(tmp_path) == before
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_last_consistent(tmp_path, prepared):

@@ -75,7 +75,6 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
 def prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet, flags):
     """Rank 0's (or the only process's) part of `train`: check, prepare, claim, train, summarise."""
     from charrnn import run as runs
-    from charrnn.cli.ranks import aborting, own_streams
     from charrnn.config import resolve
 
     if print_config:
@@ -111,25 +110,36 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = runs.open_session(source, out, config, saved, on_bytes=bar.update, init=init)
         trainer, state, reporter = start_training(session, config, held, quiet, comm)
-        lead.ready(config, session.data.directory, state)
-        state = own_streams(state, comm, config.train.batch_size)
-        second = (f"stopped at once by a second signal; {out}/last.npz is intact at the last step saved: "
-                  f"resume with --resume")
-        with signals.requested(second) as stop:  # from here a first signal stops training gently
-            try:
-                with aborting(comm):  # from here the other ranks train alongside: a failure must end them too
-                    reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
-                    reason = trainer.run(state, should_stop=lambda: signals.stop_name(stop[0]) if stop else None)
-            finally:
-                reporter.close()
-            session.run_dir.write_summary(reason, state.progress, trainer.sharded.layout())
-            if reason in ("non_finite", "diverged"):
-                from charrnn.console import failure_line
+        try:
+            reason, state = train_started(comm, lead, session, config, trainer, state, reporter, out)
+        finally:  # a new run that saved nothing (a failure, or a stop signal before its first step) leaves nothing
+            if held.fresh and session.run_dir.saved_step is None:
+                held.keep = False
+        if reason in ("non_finite", "diverged"):
+            from charrnn.console import failure_line
 
-                if held.fresh and session.run_dir.saved_step is None:
-                    held.keep = False  # a new run that saved nothing leaves nothing behind
-                raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
-            finish_training(reason, state, source, out)
+            raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
+        finish_training(reason, state, source, out)
+
+
+def train_started(comm, lead, session, config, trainer, state, reporter, out):
+    """Train the run `start_training` started, to its end or its first stop signal -> (the reason it
+    stopped, the training state of this process's streams)."""
+    from charrnn.cli.ranks import aborting, own_streams
+
+    lead.ready(config, session.data.directory, state)
+    state = own_streams(state, comm, config.train.batch_size)
+    second = (f"stopped at once by a second signal; {out}/last.npz is intact at the last step saved: "
+              f"resume with --resume")
+    with signals.requested(second) as stop:  # from here a first signal stops training gently
+        try:
+            with aborting(comm):  # from here the other ranks train alongside: a failure must end them too
+                reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
+                reason = trainer.run(state, should_stop=lambda: signals.stop_name(stop[0]) if stop else None)
+        finally:
+            reporter.close()
+        session.run_dir.write_summary(reason, state.progress, trainer.sharded.layout())
+    return reason, state
 
 
 def warn_about_changes(changes: list[str], config):
