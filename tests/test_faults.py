@@ -185,6 +185,7 @@ def test_a_stop_signal_while_click_parses_the_command_line_ends_in_one_line(monk
 
 
 def test_a_stop_signal_after_the_run_started_but_before_its_first_save_leaves_nothing(tmp_path, monkeypatch):
+    from charrnn import console
     from charrnn.cli import ranks
     from charrnn.errors import Stopped
 
@@ -193,11 +194,14 @@ def test_a_stop_signal_after_the_run_started_but_before_its_first_save_leaves_no
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(SHAKESPEARE_LIKE)
-    monkeypatch.setattr(ranks, "own_streams", stopped)  # between the run's start line and its first step
     before = snapshot(tmp_path)
-    result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"), *SMALL, "--max-steps", "5"])
-    assert_one_line_failure(result.exit_code, result.stderr, "interrupted")
-    assert result.exit_code == 130 and snapshot(tmp_path) == before
+    for moment in (console, "start_line"), (ranks, "own_streams"):  # writing the run's start line; just after
+        with monkeypatch.context() as patch:
+            patch.setattr(*moment, stopped)
+            result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"), *SMALL,
+                                              "--max-steps", "5"])
+        assert_one_line_failure(result.exit_code, result.stderr, "interrupted")
+        assert result.exit_code == 130 and snapshot(tmp_path) == before, moment[1]
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_last_consistent(tmp_path, prepared):

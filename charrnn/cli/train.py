@@ -109,8 +109,8 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
                             f"processes; give every process at least one stream")
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = runs.open_session(source, out, config, saved, on_bytes=bar.update, init=init)
-        trainer, state, reporter = start_training(session, config, held, quiet, comm)
         try:
+            trainer, state, reporter = start_training(session, config, held, quiet, comm)
             reason, state = train_started(comm, lead, session, config, trainer, state, reporter, out)
         finally:  # a new run that saved nothing (a failure, or a stop signal before its first step) leaves nothing
             if held.fresh and session.run_dir.saved_step is None:
