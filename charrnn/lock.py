@@ -14,6 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from charrnn import signals
 from charrnn.errors import UserError
 
 
@@ -32,6 +33,16 @@ class DirectoryLock:
         self.created: list[Path] = []  # parents this lock had to create, removed again if left empty
 
     def __enter__(self) -> DirectoryLock:
+        try:
+            with signals.deferred():  # a stop signal while the lock is taken: raised once it is held
+                self._acquire()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _acquire(self):
+        """Take the lock (see the module docstring), or raise UserError naming its holder."""
         missing = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.created = missing
@@ -42,16 +53,14 @@ class DirectoryLock:
             except BlockingIOError:
                 holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
                 os.close(descriptor)
-                self.__exit__()
                 raise UserError(f"{self.directory} is in use by another charrnn process (PID {holder}); "
                                  f"wait for it to finish or choose another {self.what}") from None
             if self._still_at_path(descriptor):
                 break
             os.close(descriptor)  # the previous holder removed this file as we locked it: take the new one
+        self.descriptor = descriptor
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-        self.descriptor = descriptor
-        return self
 
     def _still_at_path(self, descriptor: int) -> bool:
         try:
@@ -60,12 +69,14 @@ class DirectoryLock:
             return False
 
     def __exit__(self, *exc):
-        if self.descriptor is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self.descriptor)
-            self.descriptor = None
-        for parent in self.created:
-            try:
-                parent.rmdir()
-            except OSError:  # not empty: the command wrote something there
-                break
+        with signals.deferred():  # a stop signal now: raised once the lock file is gone
+            if self.descriptor is not None:
+                self.path.unlink(missing_ok=True)
+                os.close(self.descriptor)
+                self.descriptor = None
+            for parent in self.created:
+                try:
+                    parent.rmdir()
+                except OSError:  # not empty: the command wrote something there
+                    break
+            self.created = []

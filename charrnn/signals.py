@@ -83,6 +83,27 @@ def requested(second_message: str):
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def deferred():
+    """Within the block, a stop signal is held back and delivered again when the block ends (so
+    `Stopped` is raised then, under `raised()`), so that a few steps that must not be cut in two
+    (taking a lock and noting that it is held) finish first. Outside the main thread, where no
+    handler can be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        signal.raise_signal(received[0])  # delivered again, to the handler in force before the block
+
+
 def stop_name(signum: int) -> str:
     """The stop reason a signal asks for: 'interrupted' (SIGINT) or 'terminated'."""
     return "interrupted" if signum == signal.SIGINT else "terminated"

@@ -5,6 +5,7 @@ Every test here tries to break one promise of the README. `make torture` (CHARRN
 the randomised ones for many more iterations.
 """
 
+import contextlib
 import json
 import random
 import re
@@ -432,3 +433,38 @@ def test_a_clean_up_that_deadlocks_after_a_signal_still_exits(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130 and "clean-up did not finish within 1 s" in stderr
+
+
+@contextlib.contextmanager
+def signals_raised():
+    """SIGTERM raises Stopped, as under `charrnn.signals.raised` less its safety net (which would end pytest)."""
+    from charrnn.errors import Stopped
+
+    def handler(signum, frame):
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_signal_while_a_run_directory_is_locked_or_unlocked_leaves_no_lock_file(tmp_path, monkeypatch):
+    from charrnn import lock
+    from charrnn.errors import Stopped
+
+    def signalled_then(step):
+        def run(*args, **kwargs):
+            signal.raise_signal(signal.SIGTERM)  # lands inside the step, where it must wait for the lock to be noted
+            return step(*args, **kwargs)
+        return run
+
+    for name in ("flock", "close"):
+        target = lock.fcntl if name == "flock" else lock.os
+        with monkeypatch.context() as patch, signals_raised():
+            patch.setattr(target, name, signalled_then(getattr(target, name)))
+            with pytest.raises(Stopped):
+                with lock.DirectoryLock(tmp_path / "run"):
+                    pass
+        assert leftovers(tmp_path) == [], name
