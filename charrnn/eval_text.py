@@ -23,9 +23,8 @@ import numpy as np
 
 from charrnn.corpus import read_text
 from charrnn.evaluate import Score, StreamScorer, known_ids, unknown_handling, word_aware
-from charrnn.layout import faster_step_products
 from charrnn.parallel import ShardedModel
-from charrnn.pieces import Method, score_tokens, steps_per_pass
+from charrnn.pieces import Method, score_tokens
 from charrnn.vocab import Vocabulary
 
 BLOCK = 1 << 20  # tokens per block when reading ids back
@@ -67,13 +66,11 @@ def score_ids(model, params, ids: np.ndarray, method: Method, chunk: int, adapte
               on_tokens=None) -> Score:
     """Score the ids (N,) by `method`, or adapting (`adapter`, exact); NLL per position into `into`.
     Pieces side by side run on one worker thread per core, each with a shard of them (one stream
-    has nothing to share), with the step products whose loops run fastest on that shard (as
-    training chooses them, see `charrnn.layout`)."""
+    has nothing to share)."""
     if adapter is None and method.exact:
         return Score(*score_tokens(model, params, ids, method, chunk, on_tokens, into))
     if adapter is None:
         sharded = ShardedModel(model, 0, method.streams)
-        sharded.use_step_products(faster_step_products(sharded, steps_per_pass(method.streams, chunk)))
         try:
             return Score(*score_tokens(sharded, params, ids, method, chunk, on_tokens, into))
         finally:

@@ -53,11 +53,6 @@ def piece_bounds(predictions: int, streams: int) -> np.ndarray:
     return np.linspace(0, predictions, streams + 1).round().astype(np.int64)
 
 
-def steps_per_pass(streams: int, chunk: int) -> int:
-    """Time steps per forward pass: `chunk` for one stream, else about PASS_TOKENS tokens' worth."""
-    return chunk if streams == 1 else max(1, max(chunk, PASS_TOKENS) // streams)
-
-
 def piece_nll(model, params, tokens: np.ndarray, method: Method, chunk: int = 256
               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """tokens (N,) -> per chunk, (the positions of the tokens predicted (K,), their NLL in nats (K,)).
@@ -74,7 +69,7 @@ def piece_nll(model, params, tokens: np.ndarray, method: Method, chunk: int = 25
     read_from = np.maximum(0, first - method.warmup)  # where each stream starts reading
     steps = int((end - read_from).max())
     state = model.initial_state(streams)
-    per_pass = steps_per_pass(streams, chunk)
+    per_pass = chunk if streams == 1 else max(1, max(chunk, PASS_TOKENS) // streams)
     for begin in range(0, steps, per_pass):
         t = np.arange(begin, min(begin + per_pass, steps))[:, None]
         index = read_from[None, :] + t  # (T, S) the input read at each step
