@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 from charrnn.errors import Stopped
@@ -46,6 +47,20 @@ def install():
     """Make stop signals raise `Stopped` for the rest of the process (the entry point calls this first)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, raise_stopped)
+    sys.unraisablehook = redelivering(sys.unraisablehook)
+
+
+def redelivering(hook):
+    """`sys.unraisablehook` that delivers a swallowed stop signal again. A signal can land while
+    Python runs a callback whose exceptions it only reports ("Exception ignored in ...", a weakref
+    callback inside the import machinery, say), which would lose the `Stopped`; other unraisable
+    exceptions go to `hook`."""
+    def redeliver(unraisable):
+        if isinstance(unraisable.exc_value, Stopped):
+            signal.raise_signal(unraisable.exc_value.signum)
+        else:
+            hook(unraisable)
+    return redeliver
 
 
 def ignore():

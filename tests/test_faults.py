@@ -468,3 +468,19 @@ def test_a_stop_signal_while_a_run_directory_is_locked_or_unlocked_leaves_no_loc
                 with lock.DirectoryLock(tmp_path / "run"):
                     pass
         assert leftovers(tmp_path) == [], name
+
+
+def test_a_stop_signal_that_lands_in_a_callback_python_only_reports_is_delivered_again():
+    import types
+
+    from charrnn import signals
+    from charrnn.errors import Stopped
+
+    reported = []
+    hook = signals.redelivering(reported.append)
+    other = types.SimpleNamespace(exc_value=ValueError("a callback's own error"))
+    hook(other)
+    assert reported == [other]
+    with signals_raised(), pytest.raises(Stopped) as stopped:
+        hook(types.SimpleNamespace(exc_value=Stopped(signal.SIGTERM)))  # swallowed where it landed
+    assert stopped.value.signum == signal.SIGTERM and reported == [other]
