@@ -39,6 +39,14 @@ class Stopped(BaseException):
         return EXIT_CODES.get(self.signum, 128 + int(self.signum))
 
 
+def stop_within(error: BaseException) -> Stopped | None:
+    """The `Stopped` that `error` is, or that Python wrapped in it: a signal landing while a class is
+    made (inside `__set_name__`, say) reaches the caller as a RuntimeError caused by the Stopped."""
+    while error is not None and not isinstance(error, Stopped):
+        error = error.__cause__
+    return error
+
+
 def describe_os_error(error: OSError) -> str:
     """OSError -> 'path: reason; what to do' in one line."""
     where = error.filename if error.filename is not None else ""

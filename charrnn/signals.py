@@ -23,6 +23,7 @@ from charrnn.errors import Stopped
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 10
+REDELIVER_SECONDS = 0.01
 
 
 def stop(signum: int, message: str | None = None) -> Stopped:
@@ -53,11 +54,14 @@ def install():
 def redelivering(hook):
     """`sys.unraisablehook` that delivers a swallowed stop signal again. A signal can land while
     Python runs a callback whose exceptions it only reports ("Exception ignored in ...", a weakref
-    callback inside the import machinery, say), which would lose the `Stopped`; other unraisable
-    exceptions go to `hook`."""
+    callback inside the import machinery, say), which would lose the `Stopped`. It is sent again
+    a moment later from another thread, so that it lands after the hook has returned (raised in
+    the hook, it would be swallowed there too); other unraisable exceptions go to `hook`."""
     def redeliver(unraisable):
         if isinstance(unraisable.exc_value, Stopped):
-            signal.raise_signal(unraisable.exc_value.signum)
+            again = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), unraisable.exc_value.signum))
+            again.daemon = True
+            again.start()
         else:
             hook(unraisable)
     return redeliver

@@ -162,15 +162,20 @@ def test_a_stop_signal_at_any_early_moment_ends_cleanly(tmp_path, signal_number,
         assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["as raised", "wrapped by Python"])
 @pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stop_signal_while_click_parses_the_command_line_ends_in_one_line(monkeypatch, capsys, signal_number, code):
+def test_a_stop_signal_while_click_parses_the_command_line_ends_in_one_line(monkeypatch, capsys, signal_number, code,
+                                                                            wrapped):
     import click
 
     from charrnn import launch, signals
     from charrnn.errors import Stopped
 
     def stopped_while_parsing(*args, **kwargs):
-        raise Stopped(signal_number)  # as the handler raises it, less its safety net (which would end pytest)
+        stop = Stopped(signal_number)  # as the handler raises it, less its safety net (which would end pytest)
+        if wrapped:  # as Python 3.11 passes on a signal that lands in a class's `__set_name__`
+            raise RuntimeError("Error calling __set_name__") from stop
+        raise stop
 
     monkeypatch.setattr(sys, "argv", ["charrnn", "train", "--help"])
     monkeypatch.setattr(click.Group, "make_context", stopped_while_parsing)
@@ -483,4 +488,19 @@ def test_a_stop_signal_that_lands_in_a_callback_python_only_reports_is_delivered
     assert reported == [other]
     with signals_raised(), pytest.raises(Stopped) as stopped:
         hook(types.SimpleNamespace(exc_value=Stopped(signal.SIGTERM)))  # swallowed where it landed
+        time.sleep(5)  # it arrives again within a moment
     assert stopped.value.signum == signal.SIGTERM and reported == [other]
+
+
+def test_a_stop_signal_python_wrapped_in_another_error_still_ends_in_its_one_line():
+    from charrnn.cli.group import as_failure
+    from charrnn.errors import Stopped
+
+    try:
+        try:
+            raise Stopped(signal.SIGTERM)
+        except Stopped as stop:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from stop
+    except RuntimeError as error:
+        failure = as_failure(error)
+    assert failure.exit_code == 143 and failure.format_message() == "terminated"

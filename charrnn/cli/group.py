@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from charrnn import __version__, signals
-from charrnn.errors import Stopped, UserError, describe_os_error
+from charrnn.errors import UserError, describe_os_error, stop_within
 
 
 class Failure(click.ClickException):
@@ -59,8 +59,8 @@ def as_failure(error: BaseException, ctx=None) -> click.ClickException | None:
         return None
     if isinstance(error, UserError):
         return Failure(str(error))
-    if isinstance(error, Stopped):
-        return Failure(str(error), error.exit_code)
+    if (stopped := stop_within(error)) is not None:
+        return Failure(str(stopped), stopped.exit_code)
     if isinstance(error, KeyboardInterrupt):
         return Failure("interrupted", 130)
     if isinstance(error, OSError):
