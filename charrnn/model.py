@@ -8,7 +8,8 @@ what it computed, so two forwards can never mix up their caches.
 
 `State` is what carries over between chunks of a stream: one tuple per layer and direction,
 `(h,)` or `(h, c)` of shape (B, H), and the encoder's last tokens for bag-of-words.
-`Stepper` is the single-step API for sampling: it reuses the same cell code over buffers
+`Stepper` reads on from a state it keeps, a step at a time for sampling or a chunk at a time for
+scoring a long text; it reuses the same cell code over weights prepared once and buffers
 allocated once, so generating a token allocates nothing.
 """
 
@@ -147,55 +148,82 @@ class RNNLM:
 
 
 class Stepper:
-    """Feeds one token per stream at a time: `step(tokens (B,)) -> logits (B, V)`, state kept inside.
+    """Feeds T tokens per stream at a time, state kept inside: `read(tokens (T, B)) -> logits (T, B, V)`;
+    `step(tokens (B,))` is a read of one step, `nll(tokens, targets)` scores a read.
 
-    All buffers and prepared weights are made once here; a step is one small product per layer
-    plus the head, through the same cell code as the sequence forward.
+    The weights are prepared once here, and packed once where the cell's layout packs (see
+    `charrnn.nn.products`); the buffers for a read of T steps are made on the first such read and
+    kept until a read of another length. So sampling a token, or reading the next chunk of a long
+    text's pieces, allocates nothing: one product per layer and step plus the head, through the
+    same cell code as the sequence forward.
     """
 
     def __init__(self, model: RNNLM, params, batch: int):
-        self.model, self.params = model, params
-        self.cell, H = model.cell, model.config.hidden_size
-        self.layers = []
-        for layer in range(model.config.num_layers):
-            w_ih, w_hh, b_ih, b_hh = layer_weights(params, layer, False)
-            w_in, bias, prepared = self.cell.prepare(w_ih, w_hh, b_ih, b_hh)
-            self.layers.append({"w_in_t": np.ascontiguousarray(w_in.T), "bias": bias, "prepared": prepared,
-                                "xw": np.empty((1, batch, w_ih.shape[0]), model.dtype),
-                                "buf": self.cell.allocate(1, batch, H, model.dtype)})
-        first = self.layers[0]
+        self.model, self.params, self.batch = model, params, batch
+        self.cell = model.cell
+        self.weights = [self.cell.prepare(*layer_weights(params, layer, False))
+                        for layer in range(model.config.num_layers)]  # (w_in, bias, prepared) per layer
+        w_in, bias, _ = self.weights[0]
         self.bag_table = self.onehot_table = None
         if isinstance(model.encoder, BagEncoder) and model.encoder.window == 1:
-            self.onehot_table = first["w_in_t"] + first["bias"]  # a one-hot step is one row: bias folded in
+            self.onehot_table = np.ascontiguousarray(w_in.T) + bias  # a one-hot step is one row: bias folded in
         elif isinstance(model.encoder, BagEncoder):
-            self.bag_table = BagInput.padded_table(first["w_in_t"].T)
-        self.head_t = np.ascontiguousarray(params["head.weight"].T)
-        self.logits = np.empty((batch, model.vocab_size), model.dtype)
+            self.bag_table = BagInput.padded_table(w_in)
         self.state = model.initial_state(batch)
+        self.steps = 0  # the read length the buffers below are made for
 
     def reset(self, state: State):
         self.state = state
 
+    def allocate(self, T: int):
+        """Buffers and input products for reads of T steps."""
+        B, H, dtype, products = self.batch, self.model.config.hidden_size, self.model.dtype, self.cell.products
+        self.layers = []
+        for layer, (w_in, bias, prepared) in enumerate(self.weights):
+            xw = np.empty((T, B, w_in.shape[0]), dtype)
+            projection = products.product(w_in, T * B) if layer or self.onehot_table is None else None
+            self.layers.append((xw, rows(xw), projection, bias, prepared, self.cell.allocate(T, B, H, dtype)))
+        self.head = products.product(self.params["head.weight"], T * B)
+        self.logits = np.empty((T, B, self.model.vocab_size), dtype)
+        self.logit_rows = rows(self.logits)
+        self.steps = T
+
+    def read(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens (T, B) -> logits (T, B, V) for the token after each (a buffer, overwritten by the next read)."""
+        if len(tokens) != self.steps:
+            self.allocate(len(tokens))
+        states = self.state.layers
+        xw, xw_rows, projection, bias, _, _ = self.layers[0]
+        if self.onehot_table is not None:
+            np.take(self.onehot_table, tokens, axis=0, out=xw, mode="clip")  # see BagInput.gather
+        else:
+            inputs, self.state.history = self.model.encoder.encode(self.params, tokens, self.state.history)
+            if self.bag_table is not None:
+                inputs.gather(self.bag_table, out=xw)
+                xw += bias
+            else:
+                projection.affine(rows(inputs.x), bias, xw_rows)
+        out = None
+        for index, (xw, xw_rows, projection, bias, prepared, buf) in enumerate(self.layers):
+            if index:
+                projection.affine(rows(out), bias, xw_rows)
+            out, states[index] = self.cell.forward(xw, states[index], prepared, buf)
+        self.head.affine(rows(out), self.params["head.bias"], self.logit_rows)
+        return self.logits
+
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (B,) -> logits (B, V) for the next token (a buffer, overwritten by the next step)."""
-        first, states = self.layers[0], self.state.layers
-        if self.onehot_table is not None:
-            np.take(self.onehot_table, tokens, axis=0, out=first["xw"][0])
-        else:
-            inputs, self.state.history = self.model.encoder.encode(self.params, tokens[None], self.state.history)
-            if self.bag_table is not None:
-                inputs.gather(self.bag_table, out=first["xw"])
-            else:
-                np.matmul(inputs.x[0], first["w_in_t"], out=first["xw"][0])
-            first["xw"] += first["bias"]
-        out, states[0] = self.cell.forward(first["xw"], states[0], first["prepared"], first["buf"])
-        for index, layer in enumerate(self.layers[1:], start=1):
-            np.matmul(out[0], layer["w_in_t"], out=layer["xw"][0])
-            layer["xw"] += layer["bias"]
-            out, states[index] = self.cell.forward(layer["xw"], states[index], layer["prepared"], layer["buf"])
-        np.matmul(out[0], self.head_t, out=self.logits)
-        self.logits += self.params["head.bias"]
-        return self.logits
+        return self.read(tokens[None])[0]
+
+    def nll(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """tokens, targets (T, B) -> the NLL in nats of every target (T, B), read on from the state."""
+        T, B = tokens.shape
+        return head.token_nll(rows(self.read(tokens)), targets.reshape(T * B)).reshape(T, B)
+
+
+def rows(x: np.ndarray) -> np.ndarray:
+    """(T, B, N) -> (T * B, N), a view of a contiguous array."""
+    return x.reshape(-1, x.shape[-1])
 
 
 def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:

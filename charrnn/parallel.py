@@ -29,7 +29,7 @@ from charrnn import worker_processes
 from charrnn.blas import OpenBLAS
 from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
-from charrnn.model import RNNLM, State
+from charrnn.model import RNNLM, State, Stepper
 
 
 def resolve_threads(threads: int, processes_here: int = 1) -> int:
@@ -241,9 +241,34 @@ class ShardedModel:
                                                                 select(state, rows)), tokens.shape[1])
         return np.concatenate([r[0] for r in results], axis=1), concatenate([r[1] for r in results])
 
+    def stepper(self, params, batch: int) -> ShardedStepper:
+        """For scoring `batch` streams read on chunk after chunk: see `ShardedStepper`."""
+        return ShardedStepper(self, params, batch)
+
     def initial_state(self, batch: int) -> State:
         return self.model.initial_state(batch)
 
     def own_initial_state(self) -> State:
         """Zeros for this process's streams of the global batch."""
         return self.model.initial_state(self.rows.stop - self.rows.start)
+
+
+class ShardedStepper:
+    """`nll(tokens, targets)` of a `charrnn.model.Stepper`, with the streams shared among the worker
+    threads: each reads its shard of them on a Stepper of its own, made on its first read, so
+    weights are prepared and buffers allocated once per shard, not per chunk."""
+
+    def __init__(self, sharded: ShardedModel, params, batch: int):
+        self.sharded, self.params, self.batch = sharded, params, batch
+        self.steppers: dict[tuple[int, int], Stepper] = {}
+
+    def nll(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """tokens, targets (T, B) -> the NLL in nats of every target (T, B)."""
+        def shard(rows):
+            key = (rows.start, rows.stop)
+            if key not in self.steppers:
+                self.steppers[key] = self.sharded.model.stepper(self.params, rows.stop - rows.start)
+            return self.steppers[key].nll(tokens[:, rows], targets[:, rows])
+
+        results, _ = self.sharded.map(shard, self.batch)
+        return np.concatenate(results, axis=1)

@@ -9,7 +9,8 @@ a few hundred tokens is faint. The first piece starts at the beginning and needs
 One stream with no warm-up is exactly the exact method.
 
 Memory is flat: tokens are read from an array that may be a memory map, one chunk of T steps x S
-streams at a time (about PASS_TOKENS tokens), and every chunk's losses go to the caller.
+streams at a time (about PASS_TOKENS tokens), and every chunk's losses go to the caller. The
+chunks are read by a `Stepper`, which prepares the weights and allocates its buffers once.
 """
 
 from __future__ import annotations
@@ -68,15 +69,14 @@ def piece_nll(model, params, tokens: np.ndarray, method: Method, chunk: int = 25
     first, end = bounds[:-1], bounds[1:]
     read_from = np.maximum(0, first - method.warmup)  # where each stream starts reading
     steps = int((end - read_from).max())
-    state = model.initial_state(streams)
+    stepper = model.stepper(params, streams)
     per_pass = chunk if streams == 1 else max(1, max(chunk, PASS_TOKENS) // streams)
     for begin in range(0, steps, per_pass):
         t = np.arange(begin, min(begin + per_pass, steps))[:, None]
         index = read_from[None, :] + t  # (T, S) the input read at each step
         live = index < end[None, :]
         index = np.where(live, index, 0)
-        nll, state = model.token_nll(params, np.asarray(tokens[index], np.int64),
-                                     np.asarray(tokens[index + 1], np.int64), state)
+        nll = stepper.nll(np.asarray(tokens[index], np.int64), np.asarray(tokens[index + 1], np.int64))
         scored = live & (index >= first[None, :])
         yield index[scored] + 1, nll[scored]
 

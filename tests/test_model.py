@@ -1,10 +1,11 @@
-"""The model: PyTorch's equations, names and shapes; state carrying; the single-step API."""
+"""The model: PyTorch's equations, names and shapes; state carrying; the stepping API."""
 
 import numpy as np
 import pytest
 
 from charrnn.config import ModelConfig
 from charrnn.model import RNNLM
+from charrnn.nn.products import available_layouts
 
 
 def sigmoid(x):
@@ -105,6 +106,17 @@ def test_single_step_api_gives_the_sequence_logits(cell, encoding):
     stepper = model.stepper(params, batch=2)
     stepped = [stepper.step(t).copy() for t in tokens]
     np.testing.assert_allclose(np.stack(stepped), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", available_layouts())
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("encoding", ["onehot", "bow", "embedding"])
+def test_reading_chunks_of_any_length_gives_the_sequence_logits(cell, encoding, layout):
+    model, params, tokens = two_layer_case(cell, encoding, steps=10, batch=3)
+    expected, _, _ = model.forward(params, tokens, model.initial_state(3))
+    stepper = RNNLM(model.config, model.vocab_size, layout).stepper(params, batch=3)
+    read = [stepper.read(tokens[a:b]).copy() for a, b in ((0, 4), (4, 8), (8, 9), (9, 10))]
+    np.testing.assert_allclose(np.concatenate(read), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_bag_of_words_with_window_one_equals_onehot():

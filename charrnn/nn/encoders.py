@@ -58,8 +58,10 @@ class BagInput:
         return table
 
     def gather(self, table: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """table (V + 1, G) from `padded_table` -> x W^T written into out (T, B, G)."""
-        np.take(table, self.ids[..., 0], axis=0, out=out)
+        """table (V + 1, G) from `padded_table` -> x W^T written into out (T, B, G). The ids are in
+        range by construction; mode="clip" spares `np.take` the copy through a buffer that its
+        default mode makes when given `out` (4x slower for a (8, 244) x 1536 gather)."""
+        np.take(table, self.ids[..., 0], axis=0, out=out, mode="clip")
         for j in range(1, self.ids.shape[-1]):
             out += table[self.ids[..., j]]
         if self.scale != 1:
