@@ -44,7 +44,8 @@ class Score:
 
 def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256,
               rows: slice = slice(None)) -> Iterator[np.ndarray]:
-    """tokens (N,) -> per chunk, the NLL in nats of its targets (T, S), S streams side by side.
+    """tokens (N,) -> per chunk, the NLL in nats of its targets (T, S), S streams side by side,
+    read on by one `Stepper` (see `charrnn.model`).
 
     Each of the S streams predicts (N - 1) // S consecutive tokens; a leftover tail is not scored.
     With `rows`, only those of the S streams are scored (a process's share of them).
@@ -53,12 +54,11 @@ def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 
     starts = (np.arange(streams) * per_stream)[rows]
     if len(starts) == 0:
         return
-    state = model.initial_state(len(starts))
+    stepper = model.stepper(params, len(starts))
     for begin in range(0, per_stream, chunk):
         T = min(chunk, per_stream - begin)
         window = np.asarray(tokens[starts[None, :] + begin + np.arange(T + 1)[:, None]], dtype=np.int64)
-        nll, state = model.token_nll(params, window[:-1], window[1:], state)
-        yield nll
+        yield stepper.nll(window[:-1], window[1:])
 
 
 def score(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256, rows: slice = slice(None)) -> Score:
