@@ -112,8 +112,7 @@ def primed_stepper(model, params, prime: np.ndarray, streams: int, state=None):
         stepper.reset(repeat_state(state, streams))
     if len(prime) > 1:
         context = np.repeat(np.asarray(prime[:-1], np.int64)[:, None], streams, axis=1)
-        _, primed, _ = model.forward(params, context, stepper.state)
-        stepper.reset(primed)
+        stepper.read(context)
     return stepper, np.full(streams, prime[-1], dtype=np.int64)
 
 
