@@ -12,6 +12,7 @@ from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.evaluate import StreamScorer
 from charrnn.model import RNNLM
+from charrnn.nn.products import available_layouts
 from charrnn.pieces import EXACT_BELOW, MAX_STREAMS, Method, piece_nll, score_tokens
 from charrnn.run import load_model
 from conftest import SHAKESPEARE_LIKE
@@ -61,9 +62,12 @@ def test_pieces_agree_with_the_exact_score_of_a_trained_model(trained_run):
     assert cold / count > nats / count
 
 
-def test_pieces_on_worker_threads_score_as_on_one(tmp_path):
+@pytest.mark.parametrize("layout", available_layouts())
+def test_pieces_on_worker_threads_score_as_on_one(tmp_path, monkeypatch, layout):
+    from charrnn import eval_text
     from charrnn.eval_text import nll_file, score_ids
 
+    monkeypatch.setattr(eval_text, "reading_layout", lambda: layout)  # packed where MKL is, else batch-major
     model, params = toy()
     ids = np.random.default_rng(3).integers(0, 6, 900)
     method = Method(streams=7, warmup=16)
