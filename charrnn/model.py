@@ -153,9 +153,9 @@ class Stepper:
 
     The weights are prepared once here, and packed once where the cell's layout packs (see
     `charrnn.nn.products`); the buffers for a read of T steps are made on the first such read and
-    kept until a read of another length. So sampling a token, or reading the next chunk of a long
-    text's pieces, allocates nothing: one product per layer and step plus the head, through the
-    same cell code as the sequence forward.
+    kept until a read of another length. So a read of one-hot input (sampling a token, or the
+    next chunk of a long text's pieces) allocates nothing: one product per layer and step plus the
+    head, through the same cell code as the sequence forward.
     """
 
     def __init__(self, model: RNNLM, params, batch: int):
@@ -178,11 +178,11 @@ class Stepper:
     def allocate(self, T: int):
         """Buffers and input products for reads of T steps."""
         B, H, dtype, products = self.batch, self.model.config.hidden_size, self.model.dtype, self.cell.products
-        self.layers = []
-        for layer, (w_in, bias, prepared) in enumerate(self.weights):
+        self.layers = []  # per layer: (gate buffer (T, B, G), its rows (T * B, G), input product, cell buffers)
+        for layer, (w_in, _, _) in enumerate(self.weights):
             xw = np.empty((T, B, w_in.shape[0]), dtype)
             projection = products.product(w_in, T * B) if layer or self.onehot_table is None else None
-            self.layers.append((xw, rows(xw), projection, bias, prepared, self.cell.allocate(T, B, H, dtype)))
+            self.layers.append((xw, rows(xw), projection, self.cell.allocate(T, B, H, dtype)))
         self.head = products.product(self.params["head.weight"], T * B)
         self.logits = np.empty((T, B, self.model.vocab_size), dtype)
         self.logit_rows = rows(self.logits)
@@ -193,7 +193,7 @@ class Stepper:
         if len(tokens) != self.steps:
             self.allocate(len(tokens))
         states = self.state.layers
-        xw, xw_rows, projection, bias, _, _ = self.layers[0]
+        (xw, xw_rows, projection, _), bias = self.layers[0], self.weights[0][1]
         if self.onehot_table is not None:
             np.take(self.onehot_table, tokens, axis=0, out=xw, mode="clip")  # see BagInput.gather
         else:
@@ -204,7 +204,7 @@ class Stepper:
             else:
                 projection.affine(rows(inputs.x), bias, xw_rows)
         out = None
-        for index, (xw, xw_rows, projection, bias, prepared, buf) in enumerate(self.layers):
+        for index, ((xw, xw_rows, projection, buf), (_, bias, prepared)) in enumerate(zip(self.layers, self.weights)):
             if index:
                 projection.affine(rows(out), bias, xw_rows)
             out, states[index] = self.cell.forward(xw, states[index], prepared, buf)
