@@ -70,6 +70,13 @@ class MKLProducts:
             compute.argtypes = [ctypes.c_int] * 6 + [pointer, ctypes.c_int, pointer, ctypes.c_int, scalar, pointer,
                                                      ctypes.c_int]
             self.functions[np.dtype(np.float32 if prefix == "s" else np.float64)] = (get_size, pack, compute)
+        self.bfloat16 = bfloat16_functions(library)
+
+    def bfloat16_products(self) -> BFloat16Products:
+        """Products in bfloat16 (see `BFloat16Products`); a ValueError where this MKL has none."""
+        if self.bfloat16 is None:
+            raise ValueError("this MKL has no bfloat16 products")
+        return BFloat16Products(self.bfloat16)
 
     def version(self) -> str:
         """MKL's version as its description of itself gives it, e.g. '2026.2'."""
@@ -118,6 +125,47 @@ class MKLProducts:
                 out.ctypes.data, out.strides[0] // out.itemsize)
 
 
+def bfloat16_functions(library: ctypes.CDLL):
+    """MKL's packed bfloat16 products with float32 results (`cblas_gemm_bf16bf16f32_pack_get_size`,
+    `_pack`, `_compute`), or None where this MKL has none."""
+    pointer, integer = ctypes.c_void_p, ctypes.c_int
+    try:
+        get_size = library.cblas_gemm_bf16bf16f32_pack_get_size
+        pack = library.cblas_gemm_bf16bf16f32_pack
+        compute = library.cblas_gemm_bf16bf16f32_compute
+    except AttributeError:
+        return None
+    get_size.restype, get_size.argtypes = ctypes.c_size_t, [integer] * 4
+    pack.restype, pack.argtypes = None, [integer] * 6 + [pointer, integer, pointer]
+    compute.restype = None
+    compute.argtypes = [integer] * 6 + [ctypes.c_float, pointer, integer, pointer, integer, ctypes.c_float,
+                                        pointer, integer]
+    return get_size, pack, compute
+
+
+def to_bfloat16(x: np.ndarray, out: np.ndarray, scratch: np.ndarray):
+    """x (M, K) float32 -> out (M, K) uint16, the bfloat16 nearest each (ties away from zero), with
+    unit stride along rows; scratch (M, K) uint32. Adding half a bfloat16 unit to the bit pattern
+    and keeping its high half rounds the magnitude, whatever the sign. (Three contiguous passes:
+    at (244, 512), 27 microseconds against 43 for copying the high halves through a strided view.)"""
+    np.add(x.view(np.uint32), np.uint32(0x8000), out=scratch)
+    np.right_shift(scratch, np.uint32(16), out=scratch)
+    np.copyto(out, scratch, casting="unsafe")
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU (as Linux reports it) has AMX's bfloat16 tiles, where MKL's bfloat16 products
+    run several times its float32 rate; elsewhere they are emulated or barely faster."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 def layout_of(matrix: np.ndarray) -> tuple[int, int]:
     """A 2-D array as row-major BLAS takes it: (NO_TRANS, its row length) if C-contiguous, (TRANS,
     its column length) if Fortran-contiguous (its transpose is C-contiguous)."""
@@ -126,6 +174,47 @@ def layout_of(matrix: np.ndarray) -> tuple[int, int]:
     if matrix.flags.f_contiguous:
         return TRANS, max(1, matrix.shape[0])
     raise ValueError("the matrix must be contiguous, or the transpose of a contiguous one")
+
+
+class BFloat16Products:
+    """Products whose operands MKL rounds to bfloat16, accumulating in float32: on CPUs with AMX
+    (Intel Sapphire Rapids and later) several times the float32 rate, at about 3e-3 relative error
+    per product. `pack` a float32 matrix once; `compute` rounds each x to bfloat16 itself."""
+
+    def __init__(self, functions):
+        self.get_size, self.pack_function, self.compute_function = functions
+
+    def pack(self, matrix: np.ndarray, rows: int) -> BFloat16Packed:
+        """matrix (N, K) float32 -> its transpose (K, N) in bfloat16, packed for products of `rows` rows."""
+        N, K = matrix.shape
+        rounded = np.empty((N, K), np.uint16)
+        to_bfloat16(np.ascontiguousarray(matrix, np.float32), rounded, np.empty((N, K), np.uint32))
+        raw = np.empty(self.get_size(B_MATRIX, rows, N, K) // 2 + ALIGNMENT, np.uint16)
+        buffer = raw[(-raw.ctypes.data % ALIGNMENT) // 2:]
+        self.pack_function(ROW_MAJOR, B_MATRIX, TRANS, rows, N, K, rounded.ctypes.data, K, buffer.ctypes.data)
+        return BFloat16Packed(buffer, rows, N, K)
+
+    def compute(self, x: np.ndarray, packed: BFloat16Packed, out: np.ndarray, accumulate: bool = False):
+        """x (rows, K) float32, out (rows, N) float32, each with unit stride along its rows: out = x
+        matrix^T, or out += x matrix^T with `accumulate`, the operands rounded to bfloat16."""
+        if x.shape != (packed.rows, packed.K) or out.shape != (packed.rows, packed.N):
+            raise ValueError(f"shapes {x.shape} and {out.shape} do not fit a packed ({packed.N}, {packed.K}) "
+                             f"matrix for {packed.rows} rows")
+        if x.dtype != np.float32 or out.dtype != np.float32 or x.strides[1] != 4 or out.strides[1] != 4:
+            raise ValueError("the arrays must be float32, with unit stride along their rows")
+        to_bfloat16(x, packed.x, packed.scratch)
+        self.compute_function(ROW_MAJOR, NO_TRANS, PACKED, packed.rows, packed.N, packed.K, 1.0,
+                              packed.x.ctypes.data, packed.K, packed.buffer.ctypes.data, packed.K,
+                              1.0 if accumulate else 0.0, out.ctypes.data, out.strides[0] // 4)
+
+
+class BFloat16Packed:
+    """A matrix packed by `BFloat16Products.pack`, with buffers for rounding its products' x."""
+
+    def __init__(self, buffer: np.ndarray, rows: int, N: int, K: int):
+        self.buffer, self.rows, self.N, self.K = buffer, rows, N, K
+        self.dtype = np.dtype(np.float32)  # of the products' x and results
+        self.x, self.scratch = np.empty((rows, K), np.uint16), np.empty((rows, K), np.uint32)
 
 
 class Packed:

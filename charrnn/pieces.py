@@ -28,10 +28,13 @@ PASS_TOKENS = 4096  # tokens per forward pass when several streams share it (bou
 
 @dataclass(frozen=True)
 class Method:
-    """How a sequence is scored: one stream (exact), or `streams` pieces with `warmup` tokens each."""
+    """How a sequence is scored: one stream (exact), or `streams` pieces with `warmup` tokens each,
+    their matrix products in `products` precision ("float32", or "bfloat16": operands rounded to
+    bfloat16, sums in float32, see `charrnn.mkl.BFloat16Products`)."""
 
     streams: int = 1
     warmup: int = 0
+    products: str = "float32"
 
     @property
     def exact(self) -> bool:
@@ -39,14 +42,14 @@ class Method:
 
     def describe(self) -> dict:
         return {"method": "exact"} if self.exact else {"method": "streams", "streams": self.streams,
-                                                       "warmup": self.warmup}
+                                                       "warmup": self.warmup, "products": self.products}
 
     @classmethod
-    def automatic(cls, predictions: int, warmup: int = DEFAULT_WARMUP) -> Method:
+    def automatic(cls, predictions: int, warmup: int = DEFAULT_WARMUP, products: str = "float32") -> Method:
         """Exact for short texts; else as many pieces (up to MAX_STREAMS) as keep every piece at least
         EXACT_BELOW times longer than its warm-up, so warm-up adds at most 1/EXACT_BELOW of the work."""
         streams = min(MAX_STREAMS, predictions // (EXACT_BELOW * max(1, warmup)))
-        return cls(streams, warmup) if streams >= 2 else cls()
+        return cls(streams, warmup, products) if streams >= 2 else cls()
 
 
 def piece_bounds(predictions: int, streams: int) -> np.ndarray:

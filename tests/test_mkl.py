@@ -80,3 +80,49 @@ def test_a_layout_that_packs_multiplies_matrices_through_mkl_as_numpy_does(dtype
     np.testing.assert_allclose(packed.matmul(strided, b), strided @ b, rtol=tolerance, atol=tolerance)
     with pytest.raises(ValueError, match="cannot multiply"):
         gemm.multiply(a, a)
+
+
+def test_bfloat16_rounding_keeps_the_nearest_bfloat16():
+    from charrnn.mkl import to_bfloat16
+
+    x = np.random.default_rng(5).standard_normal((7, 33)).astype(np.float32) * np.float32(1e3)
+    x[0, :4] = [1 + 2 ** -8, -(1 + 2 ** -8), 2 ** -130, 0.0]  # two ties (away from zero), a subnormal, zero
+    rounded = np.empty(x.shape, np.uint16)
+    to_bfloat16(x, rounded, np.empty(x.shape, np.uint32))
+    values = (rounded.astype(np.uint32) << 16).view(np.float32)
+    below = (x.view(np.uint32) & 0xFFFF0000).view(np.float32)  # truncated: the bfloat16 towards zero
+    above = ((x.view(np.uint32) & 0xFFFF0000) + 0x10000).view(np.float32)
+    nearest = np.where(np.abs(x - below) < np.abs(above - x), below, above)
+    assert np.array_equal(values, nearest)
+    assert values[0, 0] == 1 + 2 ** -7 and values[0, 1] == -(1 + 2 ** -7)
+
+
+def test_bfloat16_products_are_float32_products_up_to_bfloat16_rounding():
+    products = gemm.bfloat16_products()
+    rng = np.random.default_rng(6)
+    matrix = rng.standard_normal((40, 64)).astype(np.float32)  # (N, K)
+    x = rng.standard_normal((9, 64)).astype(np.float32)
+    packed = products.pack(matrix, 9)
+    out = rng.standard_normal((9, 50)).astype(np.float32)
+    before = out.copy()
+    products.compute(x, packed, out[:, 5:45], accumulate=True)
+    exact = x.astype(np.float64) @ matrix.T.astype(np.float64)
+    scale = np.abs(x) @ np.abs(matrix.T)  # each sum's size if nothing cancelled
+    error = np.abs(out[:, 5:45] - before[:, 5:45] - exact)
+    assert error.max() > 0 and (error <= 2 ** -7 * scale).all()  # two operands each within 2^-9
+    assert np.array_equal(out[:, :5], before[:, :5]) and np.array_equal(out[:, 45:], before[:, 45:])
+    with pytest.raises(ValueError, match="float32"):
+        products.compute(x.astype(np.float64), packed, out[:, 5:45])
+
+
+def test_the_bfloat16_layout_reads_as_the_float32_one_up_to_rounding():
+    from charrnn.config import ModelConfig
+    from charrnn.model import RNNLM
+
+    config = ModelConfig(cell="lstm", hidden_size=32, num_layers=2, dtype="float32")
+    params = RNNLM(config, 11).init_params(np.random.default_rng(7))
+    tokens = np.random.default_rng(8).integers(0, 11, (6, 5))
+    logits = {layout: RNNLM(config, 11, layout).stepper(params, 5).read(tokens).copy()
+              for layout in ("batch_major", "bfloat16")}
+    difference = np.abs(logits["bfloat16"] - logits["batch_major"])
+    assert 0 < difference.max() < 0.02 * np.abs(logits["batch_major"]).max()

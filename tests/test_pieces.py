@@ -13,7 +13,7 @@ from charrnn.config import ModelConfig
 from charrnn.evaluate import StreamScorer
 from charrnn.model import RNNLM
 from charrnn.nn.products import available_layouts
-from charrnn.pieces import EXACT_BELOW, MAX_STREAMS, Method, piece_nll, score_tokens
+from charrnn.pieces import DEFAULT_WARMUP, EXACT_BELOW, MAX_STREAMS, Method, piece_nll, score_tokens
 from charrnn.run import load_model
 from conftest import SHAKESPEARE_LIKE
 
@@ -78,6 +78,31 @@ def test_pieces_on_worker_threads_score_as_on_one(tmp_path, monkeypatch, layout)
     assert float(np.nansum(into[1:], dtype=np.float64)) == pytest.approx(nats, rel=1e-6)  # stored as float32
 
 
+@pytest.mark.skipif("packed" not in available_layouts(), reason="bfloat16 products need the mkl extra")
+def test_pieces_with_bfloat16_products_stay_within_the_goal_of_the_exact_score(trained_run):
+    from charrnn.eval_text import score_ids
+
+    model, params, vocab, _ = load_model(trained_run)
+    ids = vocab.lookup(SHAKESPEARE_LIKE * 3)[0]
+    whole = exact(model, params, ids) / (len(ids) - 1)
+    float32 = score_ids(model, params, ids, Method(8, 64), chunk=64)
+    bfloat16 = score_ids(model, params, ids, Method(8, 64, "bfloat16"), chunk=64)
+    assert bfloat16.tokens == float32.tokens == len(ids) - 1
+    assert bfloat16.nats != float32.nats and abs(bfloat16.nats_per_token - whole) < 1e-3
+
+
+def test_bfloat16_is_chosen_only_for_a_float32_model_on_a_cpu_with_amx(monkeypatch):
+    from charrnn import eval_text
+
+    float32_model, float64_model = toy("float32")[0], toy("float64")[0]
+    monkeypatch.setattr(eval_text, "cpu_has_amx", lambda: False)
+    assert eval_text.streams_products(float32_model) == "float32"
+    monkeypatch.setattr(eval_text, "cpu_has_amx", lambda: True)
+    assert eval_text.streams_products(float64_model) == "float32"
+    with_mkl = "packed" in available_layouts()
+    assert eval_text.streams_products(float32_model) == ("bfloat16" if with_mkl else "float32")
+
+
 def test_the_method_is_chosen_by_length():
     assert Method.automatic(10_000, 512).exact
     assert Method.automatic(2 * EXACT_BELOW * 512, 512) == Method(2, 512)
@@ -97,12 +122,18 @@ def test_eval_says_which_method_it_used(trained_run, tmp_path):
     assert auto["method"] == exact_figures["method"] == "exact" and auto == exact_figures  # a short text
     fast = figures("--streams", 4, "--warmup", 32)
     assert (fast["method"], fast["streams"], fast["warmup"]) == ("streams", 4, 32)
-    assert fast["tokens"] == exact_figures["tokens"]
+    assert fast["tokens"] == exact_figures["tokens"] and fast["products"] in ("float32", "bfloat16")
+    assert figures("--streams", 4, "--warmup", 32, "--float32")["products"] == "float32"
     assert abs(fast["nats_per_token"] - exact_figures["nats_per_token"]) < 2e-3
     page = tmp_path / "page.html"
     assert CliRunner().invoke(cli, ["eval", str(trained_run), str(text), "--streams", 4, "--html",
                                     str(page)]).exit_code == 0
     assert page.read_text().count(' bits">') == exact_figures["tokens"]
+
+
+def test_eval_help_states_the_default_warmup():
+    result = CliRunner().invoke(cli, ["eval", "--help"])
+    assert f"[default: {DEFAULT_WARMUP}]" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("args,message", [(["--exact", "--streams", "4"], "leave out --streams"),
