@@ -103,6 +103,19 @@ class BFloat16StepProduct(PackedStepProduct):
         self.out: np.ndarray | None = None
 
 
+class BlockProjection:
+    """`affine` for a matrix whose rows outside some blocks are zero (see `StepProducts.projection`)."""
+
+    def __init__(self, parts: list[tuple[slice, object]]):
+        self.parts = parts  # (the block's columns of out, the StepProduct of its rows)
+
+    def affine(self, x: np.ndarray, bias: np.ndarray, out: np.ndarray):
+        """out (B, N) = x (B, K) m^T + bias (N,): the bias written, each block's product added to it."""
+        out[...] = bias
+        for columns, product in self.parts:
+            product.add_times(x, out[:, columns])
+
+
 class StepProducts:
     """A layout from READING_LAYOUTS: `product(m, B)` makes the StepProduct a loop calls every step."""
 
@@ -126,6 +139,13 @@ class StepProducts:
                 and a.size and b.size and contiguous(a) and contiguous(b):
             return self.gemm.multiply(a, b)
         return a @ b
+
+    def projection(self, matrix: np.ndarray, rows: int, blocks: list[tuple[int, int]]):
+        """matrix (N, K) whose rows outside the [start, stop) `blocks` are zero, rows B -> an object whose
+        `affine(x, bias, out)` is out (B, N) = x m^T + bias, spending no products on the zero rows."""
+        if blocks == [(0, len(matrix))]:
+            return self.product(matrix, rows)
+        return BlockProjection([(slice(a, b), self.product(matrix[a:b], rows)) for a, b in blocks])
 
     def product(self, matrix: np.ndarray, rows: int):
         """matrix (N, K), rows B -> the StepProduct computing x m^T for x (B, K)."""
