@@ -9,8 +9,9 @@ what it computed, so two forwards can never mix up their caches.
 `State` is what carries over between chunks of a stream: one tuple per layer and direction,
 `(h,)` or `(h, c)` of shape (B, H), and the encoder's last tokens for bag-of-words.
 `Stepper` reads on from a state it keeps, a step at a time for sampling or a chunk at a time for
-scoring a long text; it reuses the same cell code over weights prepared once and buffers
-allocated once, so generating a token allocates nothing.
+scoring a long text; it steps through the cells' `read` (their forward, or for the GRU a leaner
+step that keeps nothing for a backward) over weights prepared once and buffers allocated once, so
+generating a token allocates nothing.
 """
 
 from __future__ import annotations
