@@ -74,13 +74,13 @@ def reading_layout() -> str:
 
 def streams_products(model) -> str:
     """The precision of the pieces' products when the user does not choose: "bfloat16" for a float32
-    model where MKL's bfloat16 products run on AMX (a 2 x 512 GRU's pieces read 1.9x as fast on a
-    2-core Sapphire Rapids Xeon, 1.6e-5 nats per token from the exact score on Tiny Shakespeare's
-    val split), else "float32". Decided by the CPU, never by a timing, so a machine always gives
-    the same score."""
+    model where MKL's bfloat16 products run on AMX (a 2 x 512 GRU's pieces read 2.2x as fast on a
+    2-core Sapphire Rapids Xeon, 1.5e-5 nats per token from the exact score on Tiny Shakespeare's
+    val split), else the model's own ("float32" or "float64"). Decided by the CPU, never by a
+    timing, so a machine always gives the same score."""
     gemm = mkl_products()
     fast = gemm is not None and gemm.bfloat16 is not None and cpu_has_amx()
-    return "bfloat16" if fast and model.dtype == np.float32 else "float32"
+    return "bfloat16" if fast and model.dtype == np.float32 else model.dtype.name
 
 
 def score_ids(model, params, ids: np.ndarray, method: Method, chunk: int, adapter=None, into=None,

@@ -30,8 +30,8 @@ PASS_TOKENS = 2048  # tokens per pass when several streams share it (bounds memo
 @dataclass(frozen=True)
 class Method:
     """How a sequence is scored: one stream (exact), or `streams` pieces with `warmup` tokens each,
-    their matrix products in `products` precision ("float32", or "bfloat16": operands rounded to
-    bfloat16, sums in float32, see `charrnn.mkl.BFloat16Products`)."""
+    their matrix products in `products` precision (the model's, "float32" or "float64", or
+    "bfloat16": operands rounded to bfloat16, sums in float32, see `charrnn.mkl.BFloat16Products`)."""
 
     streams: int = 1
     warmup: int = 0

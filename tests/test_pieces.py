@@ -98,7 +98,7 @@ def test_bfloat16_is_chosen_only_for_a_float32_model_on_a_cpu_with_amx(monkeypat
     monkeypatch.setattr(eval_text, "cpu_has_amx", lambda: False)
     assert eval_text.streams_products(float32_model) == "float32"
     monkeypatch.setattr(eval_text, "cpu_has_amx", lambda: True)
-    assert eval_text.streams_products(float64_model) == "float32"
+    assert eval_text.streams_products(float64_model) == "float64"
     with_mkl = "packed" in available_layouts()
     assert eval_text.streams_products(float32_model) == ("bfloat16" if with_mkl else "float32")
 
@@ -123,7 +123,7 @@ def test_eval_says_which_method_it_used(trained_run, tmp_path):
     fast = figures("--streams", 4, "--warmup", 32)
     assert (fast["method"], fast["streams"], fast["warmup"]) == ("streams", 4, 32)
     assert fast["tokens"] == exact_figures["tokens"] and fast["products"] in ("float32", "bfloat16")
-    assert figures("--streams", 4, "--warmup", 32, "--float32")["products"] == "float32"
+    assert figures("--streams", 4, "--warmup", 32, "--no-bfloat16")["products"] == "float32"
     assert abs(fast["nats_per_token"] - exact_figures["nats_per_token"]) < 2e-3
     page = tmp_path / "page.html"
     assert CliRunner().invoke(cli, ["eval", str(trained_run), str(text), "--streams", 4, "--html",
