@@ -245,8 +245,8 @@ class GRUCell(Cell):
         backward: one product adds h W_hh^T / 2 into the last three blocks, so the last holds
         q = (W_hn h + b_hn) / 2 with no pass of its own; with s = tanh of the middle two,
         r = (1 + s_r) / 2 and z = (1 + s_z) / 2 are never formed: n = tanh(W_in x + b_in + s_r q + q)
-        and h_t = ((h_{t-1} + n) + s_z (h_{t-1} - n)) / 2. On a 2-core Xeon with bfloat16 products,
-        8 steps of 244 rows x 512 took 7.2 ms against 10.5 through `forward`."""
+        and h_t = ((h_{t-1} + n) + s_z (h_{t-1} - n)) / 2. Timed alone, the two step formulations took
+        7.2 and 10.5 ms for 8 steps of 244 rows x 512 (bfloat16 products, one core of a Xeon)."""
         h, tmp = buf["h"], buf["tmp"]
         H, product = h.shape[-1], self.forward_product(weights, buf)
         h[0] = state[0]
