@@ -127,7 +127,7 @@ class StepProducts:
         if layout in ("packed", "bfloat16"):
             self.gemm = mkl_products()
             if self.gemm is None:
-                raise UserError(f"step products 'packed' need Intel MKL, which is not installed: {INSTALL_HINT}, "
+                raise UserError(f"step products {layout!r} need Intel MKL, which is not installed: {INSTALL_HINT}, "
                                 "or set train.step_products to batch_major or gate_major")
         if layout == "bfloat16":
             self.bfloat16 = self.gemm.bfloat16_products()
