@@ -109,7 +109,7 @@ def test_bfloat16_products_are_float32_products_up_to_bfloat16_rounding():
     exact = x.astype(np.float64) @ matrix.T.astype(np.float64)
     scale = np.abs(x) @ np.abs(matrix.T)  # each sum's size if nothing cancelled
     error = np.abs(out[:, 5:45] - before[:, 5:45] - exact)
-    assert error.max() > 0 and (error <= 2 ** -7 * scale).all()  # two operands each within 2^-9
+    assert error.max() > 0 and (error <= 1.01 * 2 ** -7 * scale).all()  # each operand within 2^-8 of itself
     assert np.array_equal(out[:, :5], before[:, :5]) and np.array_equal(out[:, 45:], before[:, 45:])
     with pytest.raises(ValueError, match="float32"):
         products.compute(x.astype(np.float64), packed, out[:, 5:45])
