@@ -27,6 +27,8 @@ from charrnn.nn.cells import make_cell
 from charrnn.nn.encoders import BagEncoder, BagInput, EmbeddingEncoder
 from charrnn.nn.layers import layer_weights, param_name, stack_backward, stack_forward
 
+LINE_BYTES = 64  # a cache line
+
 
 @dataclass
 class State:
@@ -165,11 +167,12 @@ class Stepper:
         self.weights = [self.cell.prepare_reading(*layer_weights(params, layer, False))
                         for layer in range(model.config.num_layers)]  # (w_in, bias, prepared) per layer
         w_in, bias, _ = self.weights[0]
-        self.bag_table = self.onehot_table = None  # each with a cache line of columns more, as the gate rows
+        self.bag_table = self.onehot_table = None  # each as wide as the gate rows, padding included
         if isinstance(model.encoder, BagEncoder) and model.encoder.window == 1:
-            self.onehot_table = line_padded(w_in.T + bias)  # a one-hot step is one row: bias folded in
+            self.onehot_table = line_padded(w_in.T, len(bias))  # a one-hot step is one row: bias folded in
+            self.onehot_table[:, :len(bias)] += bias
         elif isinstance(model.encoder, BagEncoder):
-            self.bag_table = line_padded(BagInput.padded_table(w_in))
+            self.bag_table = line_padded(BagInput.padded_table(w_in), len(bias))
         self.state = model.initial_state(batch)
         self.steps = 0  # the read length the buffers below are made for
 
@@ -180,11 +183,12 @@ class Stepper:
         """Buffers and input products for reads of T steps."""
         B, H, dtype, products = self.batch, self.model.config.hidden_size, self.model.dtype, self.cell.products
         self.layers = []  # per layer: (gate rows padded (T, B, G + pad), gate buffer (T, B, G), its rows
-        for layer, (w_in, _, _) in enumerate(self.weights):  # (T * B, G), input product, cell buffers)
-            padded = line_padded(np.empty((T, B, w_in.shape[0]), dtype))
-            xw = padded[..., :w_in.shape[0]]
-            projection = products.projection(w_in, T * B, self.cell.input_blocks(H)) \
-                if layer or self.onehot_table is None else None
+        for layer, (w_in, bias, _) in enumerate(self.weights):  # (T * B, G), input product, cell buffers)
+            # (made as a copy: allocated in place with np.empty or np.zeros, the buffers landed elsewhere
+            # in the heap and pieces read 5-8% slower on two worker threads, a 2 MB text, 2026-12-03)
+            padded = line_padded(np.empty((T, B, len(bias)), dtype), len(bias))
+            xw = padded[..., :len(bias)]
+            projection = products.projection(w_in, T * B, len(bias)) if layer or self.onehot_table is None else None
             self.layers.append((padded, xw, rows(xw), projection, self.cell.allocate(T, B, H, dtype)))
         self.head = products.product(self.params["head.weight"], T * B)
         self.logits = np.empty((T, B, self.model.vocab_size), dtype)
@@ -232,11 +236,12 @@ def rows(x: np.ndarray) -> np.ndarray:
     return view
 
 
-def line_padded(x: np.ndarray) -> np.ndarray:
-    """x (..., N) -> a C-contiguous copy (..., N + one cache line of elements); the pad is zero. Rows
-    a power of two bytes apart fall in the same cache sets: with a 512-unit GRU's 8 KB rows of gates,
-    a step product adding into them took 513 microseconds, 385 with the rows 64 bytes further apart."""
-    padded = np.zeros(x.shape[:-1] + (x.shape[-1] + 64 // x.itemsize,), x.dtype)
+def line_padded(x: np.ndarray, width: int) -> np.ndarray:
+    """x (..., M) -> (..., width + one cache line of elements), x in the first M columns, zeros after.
+    The Stepper's gate rows are that much wider than they need: rows a power of two bytes apart fall
+    in the same cache sets, and with a 512-unit GRU's 8 KB rows of gates a step product adding into
+    them took 513 microseconds, 385 with the rows 64 bytes further apart."""
+    padded = np.zeros(x.shape[:-1] + (width + LINE_BYTES // x.itemsize,), x.dtype)
     padded[..., :x.shape[-1]] = x
     return padded
 

@@ -94,9 +94,11 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, dyn
                             f"knows ({tokens.unknown:,} unknown); give a longer text")
         predictions = len(tokens.ids) - 1
         warmup = DEFAULT_WARMUP if warmup is None else warmup
-        products = model.dtype.name if no_bfloat16 else streams_products(model)
-        method = Method() if exact or dynamic else Method(streams, warmup, products) if streams else \
-            Method.automatic(predictions, warmup, products)
+        if exact or dynamic:
+            method = Method()
+        else:  # only pieces look for bfloat16 products (which loads MKL)
+            products = model.dtype.name if no_bfloat16 else streams_products(model)
+            method = Method(streams, warmup, products) if streams else Method.automatic(predictions, warmup, products)
         nll = nll_file(Path(scratch), len(tokens.ids)) if html_path is not None else None
         with progress_bar(predictions, "eval", "tok", quiet, unit_scale=True) as bar:
             score = score_ids(model, params, tokens.ids, method, chunk, adapter, nll, bar.update)

@@ -46,12 +46,10 @@ class Cell:
         return buf["product"]
 
     def prepare_reading(self, w_ih, w_hh, b_ih, b_hh):
-        """Like `prepare`, for `read`: a cell that reads in fewer passes lays its input out its own way."""
+        """Like `prepare`, for `read`: a cell that reads in fewer passes lays its input out its own way.
+        The input weight (M, I) fills the first M columns of the row that the bias (N,) spans, N >= M;
+        the other N - M columns hold the bias alone."""
         return self.prepare(w_ih, w_hh, b_ih, b_hh)
-
-    def input_blocks(self, H: int) -> list[tuple[int, int]]:
-        """The [start, stop) column blocks of `prepare_reading`'s layout that take input (the rest is bias)."""
-        return [(0, self.gates * H)]
 
     def read(self, xw, state, weights, buf):
         """`forward` where nothing will go backward (a `charrnn.model.Stepper`), over `prepare_reading`'s
@@ -228,15 +226,12 @@ class GRUCell(Cell):
         return h[1:], (h[-1],)
 
     def prepare_reading(self, w_ih, w_hh, b_ih, b_hh):
-        """For `read`: an input weight (4H, I) and bias (4H,) that fill each step's row of xw with
+        """For `read`: an input weight (3H, I) and bias (4H,) that fill each step's row of xw with
         [W_in x + b_in, a_r / 2, a_z / 2, b_hn / 2] (the last block takes no input), and W_hh halved."""
         H = w_hh.shape[1]
-        w_in = np.concatenate([w_ih[2 * H:], w_ih[:2 * H] * 0.5, np.zeros_like(w_ih[2 * H:])])
+        w_in = np.concatenate([w_ih[2 * H:], w_ih[:2 * H] * 0.5])
         bias = np.concatenate([b_ih[2 * H:], (b_ih[:2 * H] + b_hh[:2 * H]) * 0.5, b_hh[2 * H:] * 0.5])
         return w_in, bias, {"w_hh": w_hh * 0.5}
-
-    def input_blocks(self, H: int) -> list[tuple[int, int]]:
-        return [(0, 3 * H)]
 
     def read(self, xw, state, weights, buf):
         """xw (T, B, 4H) laid out by `prepare_reading`, state (h0 (B, H),) -> outputs (T, B, H), (h_T,).

@@ -103,17 +103,17 @@ class BFloat16StepProduct(PackedStepProduct):
         self.out: np.ndarray | None = None
 
 
-class BlockProjection:
-    """`affine` for a matrix whose rows outside some blocks are zero (see `StepProducts.projection`)."""
+class LeadingProjection:
+    """`affine` into rows wider than the matrix (see `StepProducts.projection`)."""
 
-    def __init__(self, parts: list[tuple[slice, object]]):
-        self.parts = parts  # (the block's columns of out, the StepProduct of its rows)
+    def __init__(self, product, columns: int):
+        self.product, self.columns = product, columns
 
     def affine(self, x: np.ndarray, bias: np.ndarray, out: np.ndarray):
-        """out (B, N) = x (B, K) m^T + bias (N,): the bias written, each block's product added to it."""
+        """out (B, N) = [x (B, K) m^T, 0] + bias (N,) for m (M, K), M < N: the bias written, the
+        product added to its first M columns."""
         out[...] = bias
-        for columns, product in self.parts:
-            product.add_times(x, out[:, columns])
+        self.product.add_times(x, out[:, :self.columns])
 
 
 class StepProducts:
@@ -140,12 +140,11 @@ class StepProducts:
             return self.gemm.multiply(a, b)
         return a @ b
 
-    def projection(self, matrix: np.ndarray, rows: int, blocks: list[tuple[int, int]]):
-        """matrix (N, K) whose rows outside the [start, stop) `blocks` are zero, rows B -> an object whose
-        `affine(x, bias, out)` is out (B, N) = x m^T + bias, spending no products on the zero rows."""
-        if blocks == [(0, len(matrix))]:
-            return self.product(matrix, rows)
-        return BlockProjection([(slice(a, b), self.product(matrix[a:b], rows)) for a, b in blocks])
+    def projection(self, matrix: np.ndarray, rows: int, width: int):
+        """matrix (M, K), rows B, width N >= M -> an object whose `affine(x, bias, out)` is
+        out (B, N) = x m^T + bias in the first M columns, bias alone in the rest."""
+        product = self.product(matrix, rows)
+        return product if width == len(matrix) else LeadingProjection(product, len(matrix))
 
     def product(self, matrix: np.ndarray, rows: int):
         """matrix (N, K), rows B -> the StepProduct computing x m^T for x (B, K)."""
