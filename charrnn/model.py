@@ -189,7 +189,7 @@ class Stepper:
             padded = line_padded(np.empty((T, B, len(bias)), dtype), len(bias))
             xw = padded[..., :len(bias)]
             projection = products.projection(w_in, T * B, len(bias)) if layer or self.onehot_table is None else None
-            self.layers.append((padded, xw, rows(xw), projection, self.cell.allocate(T, B, H, dtype)))
+            self.layers.append((padded, xw, rows(xw), projection, self.cell.allocate_reading(T, B, H, dtype)))
         self.head = products.product(self.params["head.weight"], T * B)
         self.logits = np.empty((T, B, self.model.vocab_size), dtype)
         self.logit_rows = rows(self.logits)

@@ -13,6 +13,8 @@ Every cell has the same interface, and its state is always a tuple, `(h,)` or `(
   cache for `backward`.
 - `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
   by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
+- `prepare_reading`, `allocate_reading` and `read` are the same three for a loop that never goes
+  backward (a `charrnn.model.Stepper`): a cell may read in fewer passes, with less kept.
 
 Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`. How that
 product is computed (NumPy batch-major or gate-major, or MKL's packed products) is the cell's
@@ -51,9 +53,13 @@ class Cell:
         the other N - M columns hold the bias alone."""
         return self.prepare(w_ih, w_hh, b_ih, b_hh)
 
+    def allocate_reading(self, T, B, H, dtype):
+        """Like `allocate`, for `read`: a cell whose `read` keeps no cache for a backward needs less."""
+        return self.allocate(T, B, H, dtype)
+
     def read(self, xw, state, weights, buf):
         """`forward` where nothing will go backward (a `charrnn.model.Stepper`), over `prepare_reading`'s
-        weights: the same outputs and final state, up to rounding."""
+        weights and `allocate_reading`'s buffers: the same outputs and final state, up to rounding."""
         return self.forward(xw, state, weights, buf)
 
     def backward_product(self, w_hh: np.ndarray, rows: int):
@@ -232,6 +238,10 @@ class GRUCell(Cell):
         w_in = np.concatenate([w_ih[2 * H:], w_ih[:2 * H] * 0.5])
         bias = np.concatenate([b_ih[2 * H:], (b_ih[:2 * H] + b_hh[:2 * H]) * 0.5, b_hh[2 * H:] * 0.5])
         return w_in, bias, {"w_hh": w_hh * 0.5}
+
+    def allocate_reading(self, T, B, H, dtype):
+        """`allocate` without the (T, B, H) of W_hn h + b_hn that only the backward reads."""
+        return {"h": np.empty((T + 1, B, H), dtype), "product": None, "tmp": np.empty((B, H), dtype)}
 
     def read(self, xw, state, weights, buf):
         """xw (T, B, 4H) laid out by `prepare_reading`, state (h0 (B, H),) -> outputs (T, B, H), (h_T,).
