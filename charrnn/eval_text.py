@@ -23,7 +23,7 @@ import numpy as np
 
 from charrnn.corpus import read_text
 from charrnn.evaluate import Score, StreamScorer, known_ids, unknown_handling, word_aware
-from charrnn.mkl import cpu_has_amx, mkl_products
+from charrnn.mkl import mkl_products, mkl_runs_amx
 from charrnn.nn.products import available_layouts
 from charrnn.parallel import ShardedModel
 from charrnn.pieces import Method, score_tokens
@@ -76,10 +76,10 @@ def streams_products(model) -> str:
     """The precision of the pieces' products when the user does not choose: "bfloat16" for a float32
     model where MKL's bfloat16 products run on AMX (a 2 x 512 GRU's pieces read 2.2x as fast on a
     2-core Sapphire Rapids Xeon, 1.5e-5 nats per token from the exact score on Tiny Shakespeare's
-    val split), else the model's own ("float32" or "float64"). Decided by the CPU, never by a
-    timing, so a machine always gives the same score."""
+    val split), else the model's own ("float32" or "float64"). Decided by the CPU and MKL's
+    settings (`mkl_runs_amx`), never by a timing, so a machine always gives the same score."""
     gemm = mkl_products()
-    fast = gemm is not None and gemm.bfloat16 is not None and cpu_has_amx()
+    fast = gemm is not None and gemm.bfloat16 is not None and mkl_runs_amx()
     return "bfloat16" if fast and model.dtype == np.float32 else model.dtype.name
 
 

@@ -95,12 +95,26 @@ def test_bfloat16_is_chosen_only_for_a_float32_model_on_a_cpu_with_amx(monkeypat
     from charrnn import eval_text
 
     float32_model, float64_model = toy("float32")[0], toy("float64")[0]
-    monkeypatch.setattr(eval_text, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(eval_text, "mkl_runs_amx", lambda: False)
     assert eval_text.streams_products(float32_model) == "float32"
-    monkeypatch.setattr(eval_text, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(eval_text, "mkl_runs_amx", lambda: True)
     assert eval_text.streams_products(float64_model) == "float64"
     with_mkl = "packed" in available_layouts()
     assert eval_text.streams_products(float32_model) == ("bfloat16" if with_mkl else "float32")
+
+
+@pytest.mark.parametrize("environ, amx", [({}, True), ({"MKL_ENABLE_INSTRUCTIONS": "AVX512_E4"}, True),
+                                           ({"MKL_CBWR": "AUTO"}, True),
+                                           ({"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, False),
+                                           ({"MKL_ENABLE_INSTRUCTIONS": "avx512_e3"}, False),
+                                           ({"MKL_CBWR": "AVX2,STRICT"}, False)])
+def test_mkl_runs_amx_only_where_no_setting_holds_it_below_amx(monkeypatch, environ, amx):
+    from charrnn import mkl
+
+    monkeypatch.setattr(mkl, "cpu_has_amx", lambda: True)
+    assert mkl.mkl_runs_amx(environ) is amx
+    monkeypatch.setattr(mkl, "cpu_has_amx", lambda: False)
+    assert mkl.mkl_runs_amx(environ) is False
 
 
 def test_the_method_is_chosen_by_length():
