@@ -6,7 +6,8 @@ is one token at a time per stream, with softmax sampling, for 1, 8 and 64 stream
 is importable the same shapes are timed in PyTorch (training, and sampling one stream),
 alternating with ours in the same run, and the ratio printed. The best of the repeats is reported
 for both, which is the least noisy statistic on a shared machine. The header names the CPU,
-NumPy's SIMD level and the BLAS kernel, which decide what is slow (`charrnn.machine`). Each
+NumPy's SIMD level and the BLAS kernel, which decide what is slow (`charrnn.machine`), and
+PyTorch's kernel level, with any setting that holds MKL or oneDNN to an older code path. Each
 training row also gives the share of the machine's float32 GEMM peak that the matrix products'
 FLOPs reach, ours and PyTorch's: where PyTorch's is near 100%, no implementation of the same
 products can be much faster than it (and above 100%, PyTorch's kernels outrun NumPy's BLAS).
@@ -25,6 +26,7 @@ would speed PyTorch's LSTM-128 up by about a quarter too (BENCHMARKS.md).
 import argparse
 import contextlib
 import multiprocessing
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +44,7 @@ from charrnn.sample import SamplingSettings, generate
 V, LAYERS, BATCH, SEQ, LR = 65, 2, 64, 128, 1e-3
 SETTLE_SECONDS = 1.0
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+ONEDNN_ISA_SETTINGS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # cap the ISA of PyTorch's fused LSTM/GRU kernels
 
 
 def training_flops(cell: str, H: int) -> float:
@@ -120,7 +123,7 @@ class TorchProcess:
         self.connection, there = context.Pipe()
         self.process = context.Process(target=torch_side, args=(there, cores), daemon=True)
         self.process.start()
-        self.version = self.connection.recv()  # None: torch is not installed
+        self.version, self.kernels = self.connection.recv() or (None, None)  # None: torch is not installed
 
     def call(self, *request):
         self.connection.send(request)
@@ -139,7 +142,7 @@ def torch_side(connection, cores: int):
         connection.send(None)
         return
     torch.set_num_threads(cores)
-    connection.send(torch.__version__)
+    connection.send((torch.__version__, torch.backends.cpu.get_cpu_capability()))
     model = None
     for request, *args in iter(connection.recv, None):
         if request == "model":
@@ -177,8 +180,10 @@ def main():
         torch.process.join()
         torch = None
     peak = gemm_peak(cores)
-    print(f"# charrnn bench: {describe()}; " + (f"torch {torch.version} ({cores} threads, own process)" if torch
-                                                else "torch not installed"))
+    onednn = "".join(f"{name}={os.environ[name]}, " for name in ONEDNN_ISA_SETTINGS if os.environ.get(name))
+    torch_line = (f"torch {torch.version} ({torch.kernels} kernels, {onednn}{cores} threads, own process)"
+                  if torch else None)
+    print(f"# charrnn bench: {describe()}; {torch_line or 'torch not installed'}")
     print(f"# float32 GEMM peak ({cores} x single-threaded 2048^3, best of 5): {peak:.0f} GFLOPS; "
           f"{LAYERS} layers, batch {BATCH}, seq {SEQ}, V {V}; best of {args.repeats}\n")
     print("| cell | H | layout | train tok/s | torch tok/s | ratio | % GEMM peak | torch % GEMM peak |")

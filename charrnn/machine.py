@@ -13,7 +13,7 @@ import platform
 import numpy as np
 
 from charrnn.blas import OpenBLAS
-from charrnn.mkl import mkl_products
+from charrnn.mkl import MKL_CODE_PATH_SETTINGS, mkl_products
 
 SIMD_LEVELS = ("AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "X86_V4", "AVX2", "X86_V3", "SSE42", "X86_V2")
 
@@ -48,9 +48,13 @@ def blas_name() -> str:
 
 
 def mkl_name() -> str:
-    """Intel MKL's version where the `mkl` extra makes packed step products available, else 'no MKL'."""
+    """Intel MKL's version where the `mkl` extra makes packed step products available, and the
+    settings that hold it to an older code path where any is set, else 'no MKL'."""
     gemm = mkl_products()
-    return f"MKL {gemm.version()} for packed step products" if gemm is not None else "no MKL"
+    if gemm is None:
+        return "no MKL"
+    held = [f"{name}={os.environ[name]}" for name in MKL_CODE_PATH_SETTINGS if os.environ.get(name)]
+    return f"MKL {gemm.version()}{' (' + ', '.join(held) + ')' if held else ''} for packed step products"
 
 
 def describe() -> str:

@@ -37,7 +37,8 @@ ROW_MAJOR, NO_TRANS, TRANS, PACKED, B_MATRIX = 101, 111, 112, 151, 162
 SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 ALIGNMENT = 64  # bytes: a packed buffer starts on a cache line
 INSTALL_HINT = "install the mkl extra: pip install 'charrnn[mkl]'"
-# MKL_ENABLE_INSTRUCTIONS and MKL_CBWR branches that hold MKL below AVX512_E4, its first level with AMX
+MKL_CODE_PATH_SETTINGS = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")  # environment variables
+# the branches of those that hold MKL below AVX512_E4, its first level with AMX
 BELOW_AMX = frozenset({"COMPATIBLE", "SSE2", "SSE3", "SSSE3", "SSE4_1", "SSE4_2", "AVX", "AVX2", "AVX2_E1",
                        "AVX512", "AVX512_E1", "AVX512_E2", "AVX512_E3", "AVX512_MIC", "AVX512_MIC_E1"})
 
@@ -180,7 +181,7 @@ def mkl_runs_amx(environ=os.environ) -> bool:
     MKL_ENABLE_INSTRUCTIONS nor MKL_CBWR (conditional reproducibility) holds MKL to an older code
     path. Held to AVX2 on a Sapphire Rapids Xeon, MKL emulates bfloat16, and a 2 x 512 GRU's pieces
     read 2.8 times slower than with AMX, 1.9 times slower than in float32."""
-    for variable in ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"):
+    for variable in MKL_CODE_PATH_SETTINGS:
         branch = environ.get(variable, "").split(",")[0].strip().upper()
         if branch in BELOW_AMX:
             return False

@@ -67,6 +67,14 @@ def test_the_bench_header_names_the_mkl_that_packs():
     assert f"MKL {gemm.version()} for packed step products" in describe()
 
 
+def test_the_bench_header_says_what_holds_mkl_to_an_older_code_path(monkeypatch):
+    from charrnn.machine import describe
+
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    assert f"MKL {gemm.version()} (MKL_ENABLE_INSTRUCTIONS=AVX2) for packed step products" in describe()
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-13)])
 def test_a_layout_that_packs_multiplies_matrices_through_mkl_as_numpy_does(dtype, tolerance):
     rng = np.random.default_rng(3)
