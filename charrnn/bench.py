@@ -61,9 +61,9 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> tuple[float, str
     products run through MKL where they are packed, and its kernels can be the faster): the best of
     `repeats` rounds, as the best is the least disturbed by other work on a shared machine."""
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    products = {"NumPy's BLAS": lambda _: a @ a}
-    if mkl_products() is not None:
-        products["MKL"] = lambda _: mkl_products().multiply(a, a)
+    products, gemm = {"NumPy's BLAS": lambda _: a @ a}, mkl_products()
+    if gemm is not None:
+        products["MKL"] = lambda _: gemm.multiply(a, a)
     blas = OpenBLAS.find()
     rates = {}
     with ThreadPoolExecutor(threads) as pool, blas.limited(1) if blas else contextlib.nullcontext():
