@@ -72,7 +72,8 @@ class StepProduct:
 
 
 class PackedStepProduct:
-    """A `StepProduct` whose matrix MKL packed once: `add_times` adds into `out` in the same call."""
+    """A `StepProduct` whose matrix MKL packed once (`gemm`: `MKLProducts`, or `BFloat16Products` for
+    the "bfloat16" layout): `add_times` adds into `out` in the same call."""
 
     def __init__(self, gemm, matrix: np.ndarray, rows: int):
         self.gemm, self.packed = gemm, gemm.pack(matrix, rows)
@@ -93,14 +94,6 @@ class PackedStepProduct:
         """out (B, N) = x (B, K) m^T + bias (N,): the bias written first, the product added to it."""
         out[...] = bias
         self.gemm.compute(x, self.packed, out, accumulate=True)
-
-
-class BFloat16StepProduct(PackedStepProduct):
-    """A `PackedStepProduct` whose products round their operands to bfloat16 (float32 sums)."""
-
-    def __init__(self, bfloat16, matrix: np.ndarray, rows: int):
-        self.gemm, self.packed = bfloat16, bfloat16.pack(matrix, rows)
-        self.out: np.ndarray | None = None
 
 
 class LeadingProjection:
@@ -148,10 +141,8 @@ class StepProducts:
 
     def product(self, matrix: np.ndarray, rows: int):
         """matrix (N, K), rows B -> the StepProduct computing x m^T for x (B, K)."""
-        if self.bfloat16 is not None:
-            return BFloat16StepProduct(self.bfloat16, matrix, rows)
-        if self.gemm is not None:
-            return PackedStepProduct(self.gemm, matrix, rows)
+        if self.gemm is not None:  # MKLProducts, or BFloat16Products: the same pack and compute
+            return PackedStepProduct(self.bfloat16 or self.gemm, matrix, rows)
         return StepProduct(matrix, rows, self.layout == "gate_major")
 
 
