@@ -134,7 +134,7 @@ shakespeare: $(VENV)/.installed-plot
 	@test -f $(SHAKESPEARE_TEXT) || { echo "no corpus at $(SHAKESPEARE_TEXT); give CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
 	$(MAKE) train eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=shakespeare \
 		RUN=runs/shakespeare PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
-	$(BIN)/charrnn plot runs/shakespeare -o runs/shakespeare/curve.png
+	$(BIN)/charrnn plot runs/shakespeare -o runs/shakespeare/curve.png --force
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from charrnn.errors import UserError
-from charrnn.files import decode_utf8
+from charrnn.user_text import decode_utf8
 
 
 @dataclass

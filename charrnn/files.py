@@ -13,9 +13,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO, Iterator
-
-from charrnn.errors import UserError
+from typing import BinaryIO, Callable, Iterator
 
 TEMP_SUFFIX = ".tmp"
 
@@ -25,8 +23,10 @@ def temporary_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Yield a binary handle; its bytes replace `path` only if the block completes."""
+def atomic_writer(path: Path, place: Callable[[Path, Path], None] = os.replace) -> Iterator[BinaryIO]:
+    """Yield a binary handle; its bytes replace `path` only if the block completes. `place(temporary,
+    path)` puts the finished file in place (a rename over `path` unless the caller decides otherwise).
+    What the operating system refuses is said of `path`, never of the temporary file."""
     path = Path(path)
     temporary = temporary_name(path)
     try:
@@ -34,7 +34,12 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        place(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.filename is None or Path(error.filename) == temporary:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -45,17 +50,6 @@ def write_atomic(path: Path, content: str | bytes):
     """Replace `path` with `content` (str is written as UTF-8), all or nothing."""
     with atomic_writer(path) as handle:
         handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-
-
-def decode_utf8(raw: bytes, what: str) -> str:
-    """Bytes a user gave as text -> str; refused in one line if not UTF-8 or if binary (NUL bytes)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{what} is not UTF-8 text (byte {error.start})") from None
-    if "\0" in text:
-        raise UserError(f"{what} holds NUL bytes, so it is not text")
-    return text
 
 
 def fsync_directory(directory: Path):

@@ -30,7 +30,8 @@ from charrnn.corpus import Source, read_text
 from charrnn.errors import UserError
 from charrnn.files import write_atomic
 from charrnn.lock import DirectoryLock
-from charrnn.vocab import Vocabulary, codepoints, tokenize
+from charrnn.outputs import check_output_directory
+from charrnn.vocab import UnknownTokensError, Vocabulary, codepoints, tokenize
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -143,31 +144,37 @@ def same_preparation(directory: Path, sources: list[dict], options: PrepareOptio
 
 
 def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bool = False,
-            on_bytes: Callable[[int], None] | None = None, base: Vocabulary | None = None) -> dict:
+            on_bytes: Callable[[int], None] | None = None, base: Vocabulary | None = None,
+            fixed: Vocabulary | None = None) -> dict:
     """Prepare `sources` into `out`; returns the meta dict (with `"unchanged": True` if it was already there).
-    With a `base` vocabulary (fine-tuning) the vocabulary is `base` grown by the corpus's new tokens.
+    With a `base` vocabulary (fine-tuning) the vocabulary is `base` grown by the corpus's new tokens;
+    with a `fixed` one (a resumed run's) it is exactly that, and a token it lacks raises
+    `UnknownTokensError` (or becomes `<unk>`, where it has one) before anything is written.
 
-    Raises `UserError` for an empty corpus, a split that would be empty, an `out` that is not a
-    directory, or one that holds a different preparation (unless `force`).
+    Raises `UserError` for an empty corpus, a split that would be empty, an `out` that the rule of
+    `charrnn.outputs` refuses (a file, a link, a run, a folder of other files), or one that holds a
+    different preparation (unless `force`).
     """
     options.validate()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the prepared corpus")
+    check_output_directory(out, "--out", "preparation")
     with DirectoryLock(out, "--out"):
         sweep_staging(out)
         try:
-            return prepare_locked(sources, out, options, force, on_bytes, base)
+            return prepare_locked(sources, out, options, force, on_bytes, base, fixed)
         finally:
             sweep_staging(out)  # whatever this run left, however it ended, while the lock is held
 
 
-def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_bytes, base) -> dict:
+def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_bytes, base, fixed) -> dict:
     counts, described = count_tokens(sources, options, on_bytes)
     total = sum(counts.values())
     if total == 0:
         raise UserError(f"the corpus is empty ({', '.join(s.name for s in sources)}); give a file with some text")
-    if out.exists() and same_preparation(out, described, options):
+    if fixed is not None and fixed.unk_id is None and (lacking := [t for t in counts if t not in fixed.index]):
+        raise UnknownTokensError(lacking)
+    if out.exists() and same_preparation(out, described, options) and \
+            (fixed is None or Vocabulary.from_json((out / "vocab.json").read_text()).tokens == fixed.tokens):
         return {**json.loads((out / "meta.json").read_text()), "unchanged": True}
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} already holds a different preparation; pass --force to replace it or choose --out")
@@ -177,7 +184,7 @@ def prepare_locked(sources, out: Path, options: PrepareOptions, force: bool, on_
         if wanted[name] and size == 0:
             raise UserError(f"the {name} split would be empty ({total} tokens in all); "
                             f"use a larger corpus or change --val-frac/--test-frac")
-    vocab = base.grown(counts) if base is not None else Vocabulary.from_counts(
+    vocab = fixed if fixed is not None else base.grown(counts) if base is not None else Vocabulary.from_counts(
         counts, options.level, options.max_vocab, options.min_count)
     meta = {"format_version": FORMAT_VERSION, "options": asdict(options), "sources": described,
             "tokens": sizes, "vocab_size": vocab.size, "dtype": vocab.dtype.str}

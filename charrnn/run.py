@@ -34,12 +34,13 @@ from charrnn.errors import UserError
 from charrnn.finetune import grow
 from charrnn.files import sweep_temporaries, write_atomic
 from charrnn.lock import DirectoryLock
+from charrnn.outputs import check_output_directory
 from charrnn.model import RNNLM, State
 from charrnn.prepare import PrepareOptions, prepare
 from charrnn.schema import checkpoint_layout, config_mapping, config_of, progress_of, vocabulary_of
 from charrnn.train import Progress, TrainingState
 from charrnn.vectors import Vectors, read_vectors
-from charrnn.vocab import Vocabulary
+from charrnn.vocab import UnknownTokensError, Vocabulary
 
 ONEHOT_LIMIT = 4096  # one-hot or bag-of-words input over more tokens than this is refused
 
@@ -65,8 +66,7 @@ def claim(out: Path):
     """Lock `out` for this command and sweep leftovers; a new `out` is removed if the command
     fails before `started()`."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the run")
+    check_output_directory(out, "--out", "run")
     with DirectoryLock(out, "--out"):
         held = Claim(out)
         if not held.fresh:
@@ -82,10 +82,14 @@ def claim(out: Path):
                 sweep_temporaries(out)
 
 
-def open_source(source: str, run_dir: Path, on_bytes=None, base: Vocabulary | None = None) -> tuple[Prepared, bool]:
+def open_source(source: str, run_dir: Path, on_bytes=None, base: Vocabulary | None = None,
+                resumed: checkpoint.Checkpoint | None = None) -> tuple[Prepared, bool]:
     """(data, prepared now?): a prepared directory as it is; text files, folders and built-in
     corpora are prepared into RUN_DIR/data (reused while the sources' sha256 is unchanged). With
-    a `base` vocabulary (fine-tuning), the vocabulary is `base` grown by the corpus's new tokens."""
+    a `base` vocabulary (fine-tuning), the vocabulary is `base` grown by the corpus's new tokens.
+    Resuming (`resumed`), the text is encoded with the run's own vocabulary and the options its
+    data was prepared with; a text with tokens that vocabulary lacks is refused, and RUN_DIR/data
+    is replaced only by a preparation that succeeded."""
     path = Path(source)
     if path.is_dir() and (path / "meta.json").exists():
         data = Prepared.open(path)
@@ -93,10 +97,31 @@ def open_source(source: str, run_dir: Path, on_bytes=None, base: Vocabulary | No
             raise UserError(f"{source} was prepared with its own vocabulary; to fine-tune, give the text itself, "
                             f"so that it is encoded with the model's vocabulary grown by its new tokens")
         return data, False
-    options = PrepareOptions(level=base.level, extends=hashlib.sha256(base.to_json().encode()).hexdigest()) \
-        if base is not None else PrepareOptions()
-    meta = prepare(resolve_sources([source]), run_dir / "data", options, force=True, on_bytes=on_bytes, base=base)
+    fixed = None
+    if resumed is not None:
+        fixed = vocabulary_of(resumed.meta)
+        options = recorded_options(Path(resumed.meta["data"]), fixed)
+    elif base is not None:
+        options = PrepareOptions(level=base.level, extends=hashlib.sha256(base.to_json().encode()).hexdigest())
+    else:
+        options = PrepareOptions()
+    try:
+        meta = prepare(resolve_sources([source]), run_dir / "data", options, force=True, on_bytes=on_bytes,
+                       base=base, fixed=fixed)
+    except UnknownTokensError as error:
+        raise UserError(f"{source} holds tokens the run in {run_dir} has no place for ({error}); a resumed run "
+                        f"keeps its vocabulary: resume with the text it was trained on, or with none "
+                        f"(charrnn train --out {run_dir} --resume)") from None
     return Prepared.open(run_dir / "data"), not meta.get("unchanged")
+
+
+def recorded_options(data_dir: Path, vocab: Vocabulary) -> PrepareOptions:
+    """The options a run's data was prepared with (its split fractions, above all), from its
+    meta.json; the defaults at the vocabulary's level if that is gone or unreadable."""
+    try:
+        return PrepareOptions(**json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))["options"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return PrepareOptions(level=vocab.level)
 
 
 def checkpoint_of(state: TrainingState, config: Config, vocab: Vocabulary, data_dir: Path) -> checkpoint.Checkpoint:
@@ -159,7 +184,8 @@ def open_session(source: str | None, out: Path, config: Config, saved: checkpoin
         source = saved.meta["data"]
         if not (Path(source) / "meta.json").exists():
             raise UserError(f"the run's data directory {source} is gone; give SOURCE to resume with")
-    data, prepared_now = open_source(source, out, on_bytes, vocabulary_of(init.meta) if init is not None else None)
+    data, prepared_now = open_source(source, out, on_bytes, vocabulary_of(init.meta) if init is not None else None,
+                                     resumed=saved)
     if saved is not None and saved.meta["vocab"]["tokens"] != list(data.vocab.tokens):
         raise UserError(f"{source} has a different vocabulary from the run in {out}; resume with the same SOURCE")
     check_encoding(config, data.vocab)

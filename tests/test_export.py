@@ -203,7 +203,7 @@ def test_what_cannot_be_exported_is_one_line(tmp_path, trained_run, monkeypatch)
              (["export", str(tmp_path / "bi.npz"), "--format", "html", "-o", str(tmp_path / "x.html")], "bidirectional"),
              (["export", str(trained_run), "--format", "onnx", "--float16", "-o", str(tmp_path / "x.onnx")], "float16"),
              (["export", str(trained_run), "--format", "html", "-o", str(tmp_path / "no" / "x.html")],
-              "No such file or directory"),
+              f"--output {tmp_path / 'no' / 'x.html'}: the folder {tmp_path / 'no'} does not exist"),
              (["export", str(tmp_path / "missing"), "--format", "html"], "no such run")]
     for argv, fragment in cases:
         result = CliRunner().invoke(cli, argv)

@@ -124,3 +124,44 @@ def test_runs_from_an_older_charrnn_whose_config_lacks_newer_keys_resume_and_fin
     assert resumed.exit_code == 0, resumed.output
     tuned = train(text, "--init-from", old / "last.npz", "--out", tmp_path / "ft", "--max-steps", 2, *TINY)
     assert tuned.exit_code == 0, tuned.output
+
+
+def test_a_stopped_fine_tuning_run_resumes_with_the_command_it_printed_and_keeps_its_vocabulary(tmp_path, trained_run):
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import charrnn, snapshot
+
+    text = tmp_path / "new.txt"
+    text.write_text(NEW_TEXT)
+    out = tmp_path / "ft"
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(text), "--init-from", str(trained_run),
+                                "--out", str(out), "--max-steps", "1000000", "--set", "train.checkpoint_every=1",
+                                *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    printed = next(line for line in stderr.splitlines() if line.startswith("resume with: "))
+    argv = shlex.split(printed.removeprefix("resume with: "))
+    assert argv[:2] == ["charrnn", "train"] and argv[2] == str(text)
+    vocabulary = (out / "data" / "vocab.json").read_text()
+
+    text.write_text(NEW_TEXT + "Q!")  # a token the run has no place for: refused, the run as it was
+    before = snapshot(out)
+    result = charrnn(*argv[1:])
+    assert_one_line_failure(result.returncode, result.stderr, "keeps its vocabulary")
+    assert snapshot(out) == before and (out / "data" / "vocab.json").read_text() == vocabulary
+
+    text.write_text(NEW_TEXT)
+    step = read_checkpoint(out / "last.npz").meta["progress"]["step"]
+    result = charrnn(*argv[1:], "--max-steps", step + 2)
+    assert result.returncode == 0, result.stderr
+    assert read_checkpoint(out / "last.npz").meta["progress"]["step"] == step + 2
+    assert (out / "data" / "vocab.json").read_text() == vocabulary
+    assert charrnn("train", "--out", out, "--resume", "--max-steps", step + 3).returncode == 0

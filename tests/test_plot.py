@@ -53,3 +53,15 @@ def test_every_command_has_help():
     for name, command in cli.commands.items():
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and command.help and len(result.output) > 200, name
+
+
+def test_damaged_records_are_skipped_and_counted_in_one_warning(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = write_run(tmp_path / "a", RECORDS)
+    with open(run / "metrics.jsonl", "ab") as handle:
+        handle.write(b'null\n{"kind": "log", "step": 3}\n\xff\xfe\n{"kind": "eval", "tokens": 300, "wall_time": 3,'
+                     b' "val_loss": "NaN"}\n{"kind": "log", "tokens": 300, "wall_time": 3.0, "train_loss": 2.5}\n')
+    result = CliRunner().invoke(cli, ["plot", str(run), "-o", str(tmp_path / "curve.png")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"warning: {run / 'metrics.jsonl'}: skipped 4 damaged records (lines 4, 5, 6, 7)\n"
+    assert (tmp_path / "curve.png").stat().st_size > 0

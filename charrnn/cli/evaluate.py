@@ -8,6 +8,7 @@ import click
 
 from charrnn.cli.group import cli, progress_bar
 from charrnn.errors import UserError
+from charrnn.outputs import OutputFile
 
 
 @cli.command(name="eval")
@@ -40,9 +41,11 @@ from charrnn.errors import UserError
 @click.option("--no-bfloat16", "no_bfloat16", is_flag=True,
               help="Keep the pieces' products in the model's precision where bfloat16 would be chosen (CPUs with "
                    "AMX and the mkl extra): slower on long texts, about 1e-6 nats from the exact score instead of 1e-5.")
+@click.option("--force", is_flag=True, help="Replace the --html file if it exists (never a file of a run).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, dynamic, dynamic_method, dynamic_lr,
-             dynamic_decay, dynamic_seq, exact, streams, warmup, no_bfloat16, quiet):
+@click.pass_context
+def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding, dynamic, dynamic_method, dynamic_lr,
+             dynamic_decay, dynamic_seq, exact, streams, warmup, no_bfloat16, force, quiet):
     """Score text with a trained model: nats and bits per token, and perplexity.
 
     Each text is one continuous stream: every token is predicted from all tokens before it.
@@ -68,12 +71,8 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, dyn
     from charrnn.pieces import DEFAULT_WARMUP, Method
     from charrnn.run import load_model
 
-    if bool(texts) == bool(split):
-        raise click.UsageError("give either TEXT files to score or --split val|test")
-    if exact and streams:
-        raise click.UsageError("--exact reads the text as one stream; leave out --streams")
-    if dynamic and streams:
-        raise click.UsageError("--dynamic adapts while reading the text in order; leave out --streams")
+    refuse_meaningless(ctx, texts, split)
+    page = OutputFile(html_path, "--html", force).check() if html_path is not None else None
     settings = DynamicSettings(dynamic_method, dynamic_lr, dynamic_decay, dynamic_seq) if dynamic else None
     if settings is not None:
         settings.validate()
@@ -102,12 +101,13 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, dyn
         nll = nll_file(Path(scratch), len(tokens.ids)) if html_path is not None else None
         with progress_bar(predictions, "eval", "tok", quiet, unit_scale=True) as bar:
             score = score_ids(model, params, tokens.ids, method, chunk, adapter, nll, bar.update)
+        check_score(score, settings, vocab.size)
         figures = {"nats_per_token": score.nats_per_token, "bits_per_token": score.bits_per_token,
                    "perplexity": score.perplexity, "tokens": score.tokens, "unknown": tokens.unknown,
                    "unknown_handling": tokens.handling, **method.describe(),
                    "dynamic": settings.describe() if settings is not None else None}
-        if html_path is not None:
-            write_page(html_path, figures, tokens, nll, vocab, split, texts, encoding)
+        if page is not None:
+            write_page(page, figures, tokens, nll, vocab, split, texts, encoding)
     if as_json:
         click.echo(json.dumps(figures, allow_nan=False))
         return
@@ -125,6 +125,47 @@ def evaluate(run, texts, split, strict, as_json, html_path, chunk, encoding, dyn
         click.echo("dynamic            " + ", ".join(f"{k} {v}" for k, v in settings.describe().items()))
 
 
+def refuse_meaningless(ctx, texts, split):
+    """Refuse a combination of flags that means nothing, rather than ignore part of it."""
+    given = {name for name, value in ctx.params.items()
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+             and value is not None and value is not False}
+    if bool(texts) == bool(split):
+        raise click.UsageError("give either TEXT files to score or --split val|test")
+    if "exact" in given and "streams" in given:
+        raise click.UsageError("--exact reads the text as one stream; leave out --streams")
+    if "dynamic" in given and "streams" in given:
+        raise click.UsageError("--dynamic adapts while reading the text in order; leave out --streams")
+    tuning = sorted(f"--{name.replace('_', '-')}" for name in given if name.startswith("dynamic_"))
+    if tuning and "dynamic" not in given:
+        raise click.UsageError(f"{', '.join(tuning)} tune{'s' if len(tuning) == 1 else ''} dynamic evaluation; "
+                               f"add --dynamic, or leave {'it' if len(tuning) == 1 else 'them'} out")
+    one_stream = next((flag for flag in ("exact", "dynamic") if flag in given), None)
+    for piece_flag in ("warmup", "no_bfloat16"):
+        if one_stream and piece_flag in given:
+            raise click.UsageError(f"--{piece_flag.replace('_', '-')} applies to pieces read side by side, and "
+                                   f"--{one_stream} reads the text as one stream; leave one of them out")
+    if split and "encoding" in given:
+        raise click.UsageError("--encoding applies to TEXT files; --split reads the prepared corpus")
+    if "force" in given and "html_path" not in given:
+        raise click.UsageError("--force replaces the --html file; give --html, or leave out --force")
+
+
+def check_score(score, settings, vocab_size: int):
+    """Refuse a score that is no number (an adaptation that diverged); warn of an adapted model that
+    predicts worse than a uniform guess over the vocabulary."""
+    import math
+
+    lr = f"lower --dynamic-lr (now {settings.learning_rate:g})" if settings is not None else ""
+    if not math.isfinite(score.perplexity):
+        figure = f"{score.nats_per_token:.4g} nats per token, a perplexity past the largest float"
+        raise UserError(f"dynamic evaluation diverged ({figure}); {lr}" if settings is not None else
+                        f"the score is {figure}: the model's weights are extreme")
+    if settings is not None and score.nats_per_token > math.log(vocab_size):
+        click.echo(f"warning: dynamic evaluation made the model worse than a uniform guess "
+                   f"({score.nats_per_token:.4f} nats per token against {math.log(vocab_size):.4f}); {lr}", err=True)
+
+
 def split_tokens(meta: dict, split: str):
     """The val or test split of the corpus the model was trained on (a memory map)."""
     from charrnn.data import Prepared
@@ -135,16 +176,15 @@ def split_tokens(meta: dict, split: str):
     return prepared.splits[split]
 
 
-def write_page(path: Path, figures: dict, tokens, nll, vocab, split, texts, encoding):
-    """The surprisal page, written piece by piece (all or nothing)."""
+def write_page(page, figures: dict, tokens, nll, vocab, split, texts, encoding):
+    """The surprisal page, written piece by piece (all or nothing) to the `OutputFile` `page`."""
     from charrnn.corpus import resolve_sources
     from charrnn.eval_text import split_page_tokens, text_page_tokens
-    from charrnn.files import atomic_writer
     from charrnn.report import page_parts
 
     runs = split_page_tokens(tokens.ids, nll, vocab) if split else \
         text_page_tokens(resolve_sources(list(texts)), vocab, encoding, nll)
     shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in figures.items()}
-    with atomic_writer(path) as handle:
+    with page.writer() as handle:
         for part in page_parts(runs, shown, f"charrnn eval: {', '.join(texts) or split}"):
             handle.write(part.encode("utf-8"))

@@ -18,16 +18,17 @@ from charrnn.cli.group import cli
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               help="File to write.  [default: RUN/model.<format>, or the checkpoint's name with that suffix]")
 @click.option("--float16", is_flag=True, help="html: embed the weights as float16, half the size.")
-def export_model(run, fmt, output, float16):
+@click.option("--force", is_flag=True, help="Replace the output file if it exists (never a file of a run).")
+def export_model(run, fmt, output, float16, force):
     """Write the model of RUN (a run directory's best.npz, else last.npz, or a checkpoint) for use elsewhere.
 
     \b
     Examples:
       charrnn export runs/input --format html            # open runs/input/model.html in a browser
       charrnn export runs/input --format onnx -o model.onnx
-      charrnn export runs/input --format safetensors
+      charrnn export runs/input --format safetensors --force   # replace an earlier export
     """
     from charrnn.export import export
 
-    written = export(run, fmt, output, float16)
+    written = export(run, fmt, output, float16, force)
     click.echo(f"wrote {written} ({written.stat().st_size:,} bytes)")

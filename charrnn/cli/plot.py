@@ -14,7 +14,8 @@ from charrnn.cli.group import cli
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=Path("curve.png"),
               show_default=True, help="Image file to write (PNG, SVG, PDF by suffix).")
 @click.option("--title", default=None, help="Figure title.  [default: the run names]")
-def plot(runs, output, title):
+@click.option("--force", is_flag=True, help="Replace the image file if it exists (never a file of a run).")
+def plot(runs, output, title, force):
     """Draw train and val loss against tokens seen and wall time, one colour per run.
 
     \b
@@ -22,7 +23,9 @@ def plot(runs, output, title):
       charrnn plot runs/shakespeare -o curve.png
       charrnn plot runs/lstm runs/gru -o compare.png     # runs overlaid
     """
+    from charrnn.outputs import OutputFile
     from charrnn.plot import plot_runs
 
-    plot_runs(list(runs), output, title)
+    destination = OutputFile(output, "--output", force).check()
+    plot_runs(list(runs), destination, title, warn=lambda line: click.echo(line, err=True))
     click.echo(f"wrote {output}")

@@ -12,7 +12,7 @@ from charrnn.cli.group import cli
 
 def read_prime(prime_file) -> str:
     """The prime from a file or `-` (standard input): UTF-8 text, refused otherwise."""
-    from charrnn.files import decode_utf8
+    from charrnn.user_text import decode_utf8
 
     raw = sys.stdin.buffer.read() if str(prime_file) == "-" else Path(prime_file).read_bytes()
     return decode_utf8(raw, f"--prime-file {prime_file}")

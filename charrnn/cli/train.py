@@ -5,6 +5,7 @@ for a second signal, `charrnn.signals` ends the command at once."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -179,6 +180,7 @@ def finish_training(reason: str, state, source, out):
     for line in summary_lines(reason, state.progress, out):
         click.echo(line)
     if reason in ("interrupted", "terminated"):
-        resume = f"charrnn train {source} --out {out} --resume" if source else f"charrnn train --out {out} --resume"
+        words = ["charrnn", "train", *([source] if source else []), "--out", str(out), "--resume"]
+        resume = " ".join(shlex.quote(word) for word in words)  # as a shell reads it, spaces and all
         click.echo(f"resume with: {resume}", err=True)
         sys.exit(130 if reason == "interrupted" else 143)

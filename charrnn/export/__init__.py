@@ -2,7 +2,8 @@
 
 One small module per format maps the flat, PyTorch-named parameter dict of a checkpoint (see
 `charrnn.model`) to its target; `export` loads and checks the checkpoint once and hands the
-`Bundle` on. Optional packages (onnx, safetensors) are imported only by their format's module.
+`Bundle` on, and writes what the format's `encode` returns through the output rule of
+`charrnn.outputs`. Optional packages (onnx, safetensors) are imported only by their format's module.
 A bidirectional model reads the future, so it cannot be stepped and is refused.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from charrnn.errors import UserError
 from charrnn.model import RNNLM
+from charrnn.outputs import OutputFile
 from charrnn.vocab import Vocabulary
 
 FORMATS = {"html": "web", "onnx": "onnx_graph", "safetensors": "tensors"}
@@ -44,21 +46,25 @@ class Bundle:
         return described
 
 
-def export(target: Path, fmt: str, output: Path | None, float16: bool = False) -> Path:
-    """Write the model of a run directory or checkpoint in `fmt`; returns the path written."""
-    from charrnn.run import load_model
+def export(target: Path, fmt: str, output: Path | None, float16: bool = False, force: bool = False) -> Path:
+    """Write the model of a run directory or checkpoint in `fmt`; returns the path written. The output
+    keeps the rule of `charrnn.outputs`: an existing file is replaced only with `force`."""
+    from charrnn.run import find_checkpoint, load_model
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output is None:  # RUN/model.<suffix>, or the checkpoint's name with the format's suffix
+        target = Path(target)
+        output = target / f"model{SUFFIXES[fmt]}" if target.is_dir() else target.with_suffix(SUFFIXES[fmt])
+    destination = OutputFile(output, "--output", force)
+    find_checkpoint(target)  # a missing run is said first
+    destination.check()
     model, params, vocab, meta = load_model(target)
     if model.config.bidirectional:
         raise UserError("a bidirectional model reads the future, so it cannot be stepped or exported; "
                         "export a unidirectional one")
     if float16 and fmt != "html":
         raise UserError("--float16 applies to --format html only")
-    if output is None:  # RUN/model.<suffix>, or the checkpoint's name with the format's suffix
-        target = Path(target)
-        output = target / f"model{SUFFIXES[fmt]}" if target.is_dir() else target.with_suffix(SUFFIXES[fmt])
-    writer = importlib.import_module(f"charrnn.export.{FORMATS[fmt]}")
-    writer.write(Bundle(model, params, vocab, meta), output, float16=float16)
+    encoder = importlib.import_module(f"charrnn.export.{FORMATS[fmt]}")
+    destination.write(encoder.encode(Bundle(model, params, vocab, meta), float16=float16))
     return output

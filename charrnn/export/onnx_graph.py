@@ -16,12 +16,10 @@ embedding is a Gather. Needs `pip install 'charrnn[onnx]'`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from charrnn.errors import UserError
-from charrnn.files import write_atomic
 
 OPSET = 17
 GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}  # PyTorch blocks in ONNX's order
@@ -144,5 +142,5 @@ def build(bundle):
     return model
 
 
-def write(bundle, output: Path, float16: bool = False):
-    write_atomic(output, build(bundle).SerializeToString())
+def encode(bundle, float16: bool = False) -> bytes:
+    return build(bundle).SerializeToString()

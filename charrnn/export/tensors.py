@@ -7,15 +7,13 @@ README shows the lines that rebuild the `torch.nn` modules). Needs `pip install 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from charrnn.errors import UserError
-from charrnn.files import write_atomic
 
 
-def write(bundle, output: Path, float16: bool = False):
+def encode(bundle, float16: bool = False) -> bytes:
     try:
         from safetensors.numpy import save
     except ImportError:
@@ -25,4 +23,4 @@ def write(bundle, output: Path, float16: bool = False):
                                              "unk_id": bundle.vocab.unk_id}, ensure_ascii=False),
                 "charrnn_summary": json.dumps(bundle.description())}
     tensors = {name: np.ascontiguousarray(value) for name, value in bundle.params.items()}
-    write_atomic(output, save(tensors, metadata=metadata))
+    return save(tensors, metadata=metadata)

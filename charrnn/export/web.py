@@ -12,11 +12,9 @@ import base64
 import html
 import importlib.resources
 import json
-from pathlib import Path
 
 import numpy as np
 
-from charrnn.files import write_atomic
 
 CONFIG_KEYS = ("cell", "nonlinearity", "hidden_size", "num_layers", "encoding", "bow_window", "embedding_dim")
 
@@ -51,5 +49,5 @@ def page(bundle, float16: bool = False) -> str:
     return filled.replace("{{CHARRNN_JS}}", resource("charrnn.js")).replace("{{MODEL_JSON}}", safe_json)
 
 
-def write(bundle, output: Path, float16: bool = False):
-    write_atomic(output, page(bundle, float16))
+def encode(bundle, float16: bool = False) -> str:
+    return page(bundle, float16)
