@@ -60,6 +60,18 @@ class DynamicSettings:
         return {"method": self.method, "lr": self.learning_rate, "decay": self.decay_rate, "seq": self.seq}
 
 
+class Diverged(UserError):
+    """The adapted weights left the finite numbers: the learning rate is far too large."""
+
+
+def check_finite(params: dict[str, np.ndarray], lr: float):
+    """Raise `Diverged` if an update made any weight NaN or infinite (one pass over the weights,
+    against the segment's backward pass of `seq` steps)."""
+    if not all(np.isfinite(p).all() for p in params.values()):
+        raise Diverged(f"dynamic evaluation diverged: the adapted weights are no longer finite numbers; "
+                       f"lower --dynamic-lr (now {lr:g})")
+
+
 class SGDAdapter:
     """theta <- theta - lr * g + decay * (theta_0 - theta), in place."""
 
@@ -68,26 +80,30 @@ class SGDAdapter:
         self.lr, self.decay = lr, decay
 
     def update(self, params, grads):
-        for name, p in params.items():
-            p -= self.lr * grads[name]
-            if self.decay:
-                p += self.decay * (self.original[name] - p)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging update is caught below
+            for name, p in params.items():
+                p -= self.lr * grads[name]
+                if self.decay:
+                    p += self.decay * (self.original[name] - p)
+        check_finite(params, self.lr)
 
 
 class RMSAdapter:
     """The RMS-normalised update with decay scaled by RMS_norm (see the module docstring)."""
 
     def __init__(self, params: dict[str, np.ndarray], mean_square: dict[str, np.ndarray], lr: float, decay: float):
-        self.original = {k: v.copy() for k, v in params.items()}
+        self.original, self.lr = {k: v.copy() for k, v in params.items()}, lr
         root = {k: np.sqrt(v) for k, v in mean_square.items()}
         self.scale = {k: (lr / (r + EPS)).astype(params[k].dtype) for k, r in root.items()}
         self.pull = {k: np.minimum(1.0, decay * r / max(float(r.mean()), EPS)).astype(params[k].dtype)
                      for k, r in root.items()}
 
     def update(self, params, grads):
-        for name, p in params.items():
-            p -= self.scale[name] * grads[name]
-            p += self.pull[name] * (self.original[name] - p)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging update is caught below
+            for name, p in params.items():
+                p -= self.scale[name] * grads[name]
+                p += self.pull[name] * (self.original[name] - p)
+        check_finite(params, self.lr)
 
 
 def mean_square_gradients(model, params, tokens: np.ndarray, seq: int,

@@ -39,7 +39,13 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats_per_token) if self.tokens else float("nan")
+        """exp(nats per token): inf past the largest float (a loss over 709 nats per token)."""
+        if not self.tokens:
+            return float("nan")
+        try:
+            return math.exp(self.nats_per_token)
+        except OverflowError:
+            return math.inf
 
 
 def chunk_nll(model, params, tokens: np.ndarray, streams: int = 1, chunk: int = 256,
