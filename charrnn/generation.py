@@ -27,6 +27,7 @@ from charrnn.beam import beam_search
 from charrnn.sample import (SamplingSettings, SettingError, encode_prime, log_softmax_rows, primed_stepper,
                             token_stream)
 from charrnn.stops import StopScanner
+from charrnn.user_text import invalid_at
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,14 @@ class GenerationRequest:
                   ("best_of", self.best_of, limits.samples), ("beam", self.beam, limits.beam))
         for name, value, cap in within:
             if value is not None and not 1 <= value <= cap:
-                raise SettingError(name, f"must be between 1 and {cap:,}, not {value}" if cap < NO_LIMITS.length
-                                   else f"must be at least 1, not {value}")
+                raise SettingError(name, f"must be between 1 and {cap:,}, not {value}")
         if self.streams > limits.samples:
             raise SettingError("best_of", f"times num_samples must be at most {limits.samples:,}, not {self.streams}")
         if self.seed is not None and not 0 <= self.seed < 2 ** 63:
             raise SettingError("seed", f"must be between 0 and 2**63 - 1, not {self.seed}")
+        for name, text in (("prime", self.prime), *(("stop", stop) for stop in self.stop)):
+            if (where := invalid_at(text)) is not None:
+                raise SettingError(name, f"is not valid UTF-8 text ({where})")
         if len(self.prime) > limits.prime_chars:
             raise SettingError("prime", f"must be at most {limits.prime_chars:,} characters, not {len(self.prime):,}")
         if len(self.stop) > limits.stops:

@@ -130,6 +130,11 @@ BAD_GENERATE = {
     "empty stop string": ({"stop": ""}, 400, "stop"),
     "an unknown character in the prime": ({"prime": "~~"}, 400, "prime"),
     "a body over the limit": ({"prime": "a" * 70000}, 413, None),
+    # text that no reply could encode, and nesting that no parser should recurse into
+    "a lone surrogate in the prime": (b'{"prime": "\\ud800"}', 400, "prime"),
+    "a lone surrogate in a stop string": (b'{"stop": ["ok", "\\udcff"]}', 400, "stop"),
+    "a lone surrogate in a field name": (b'{"\\ud800": 1}', 400, "\\ud800"),
+    "nesting 30,000 deep": (b'{"stop": ' + b"[" * 30000 + b"]" * 30000 + b"}", 400, None),
 }
 
 

@@ -39,6 +39,7 @@ from charrnn.evaluate import TextScorer
 from charrnn.generation import Generation, GenerationRequest, Limits, settings_record
 from charrnn.parallel import resolve_threads
 from charrnn.sample import SettingError
+from charrnn.user_text import invalid_at
 
 LN2 = math.log(2)
 FIELD_TYPES = {"prime": str, "length": int, "temperature": float, "top_k": int, "top_p": float, "seed": int,
@@ -88,9 +89,26 @@ async def json_object(request: Request, limit: int) -> dict:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the request body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("the request body nests arrays or objects too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest("the request body must be a JSON object")
+    check_strings(value)
     return value
+
+
+def check_strings(body: dict):
+    """Refuse a string anywhere in the body (a key or a value) that is not valid Unicode: JSON's
+    `\\ud800` escapes decode to lone surrogates, which no reply could encode. Walked without recursion."""
+    pending = [(name, name, value) for name, value in body.items()]
+    while pending:
+        field, key, value = pending.pop()
+        for text, what in ((key, "name"), (value, "value")):
+            if isinstance(text, str) and (where := invalid_at(text)) is not None:
+                shown = field.encode("utf-8", "backslashreplace").decode("utf-8")
+                raise BadRequest(f"the {what} of field {shown!r} is not valid UTF-8 text ({where})", shown)
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        pending.extend((field, str(k) if isinstance(k, str) else "", v) for k, v in children)
 
 
 def typed(name: str, value, kind):
