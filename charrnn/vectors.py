@@ -1,9 +1,10 @@
 """Pretrained word vectors for word-level models (`model.pretrained_embeddings`).
 
 Reads the common text format (word2vec's text output, GloVe, fastText `.vec`): an optional header
-line `COUNT DIM`, then one word per line followed by its DIM numbers, separated by spaces. The
-file is streamed and only the rows of words in the vocabulary are kept, so a large file costs
-vocabulary x DIM memory. Rows for words not found keep their random start. A malformed file
+line `COUNT DIM`, then one word per line followed by its DIM numbers, separated by spaces or tabs.
+The file is streamed a line at a time (no line may pass MAX_LINE_BYTES, so a file without line
+breaks is refused early) and only the rows of words in the vocabulary are kept, so a large file
+costs vocabulary x DIM memory. Rows for words not found keep their random start. A malformed file
 (not UTF-8, ragged rows, a row of the wrong size, a value that is not a number) is refused with
 one line naming the line.
 """
@@ -11,13 +12,18 @@ one line naming the line.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from charrnn.errors import UserError
 from charrnn.vocab import Vocabulary
+
+MAX_LINE_BYTES = 1 << 20  # a 300-dimensional fastText line is about 3 KB
+SEPARATORS = re.compile(r"[ \t]+")
 
 
 @dataclass
@@ -53,6 +59,26 @@ def is_number(text: str) -> bool:
     return True
 
 
+def bounded_lines(handle: BinaryIO, path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each line, none longer than MAX_LINE_BYTES: a file without line
+    breaks is refused at its first MiB, not read whole into memory."""
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise UserError(f"{path}: line {number} is longer than {MAX_LINE_BYTES >> 20} MiB; a word-vector file "
+                            f"holds one word and its numbers per line")
+        yield number, raw
+
+
+def word_and_numbers(fields: list[str], dim: int | None) -> tuple[str, list[str]]:
+    """A line's fields -> (word, its number fields). With a known `dim`, a word that itself holds
+    spaces (as a few of GloVe's do) keeps them, as long as none of its parts reads as a number."""
+    if dim is not None and len(fields) - 1 > dim and not any(is_number(f) for f in fields[1:-dim]):
+        return " ".join(fields[:-dim]), fields[-dim:]
+    return fields[0], fields[1:]
+
+
 def read_vectors(path: Path, vocab: Vocabulary) -> Vectors:
     """Stream the file; keep the vectors of words in `vocab` (the first one of a word repeated)."""
     path = Path(path)
@@ -60,22 +86,26 @@ def read_vectors(path: Path, vocab: Vocabulary) -> Vectors:
         raise UserError(f"model.pretrained_embeddings: {path} is not a file")
     dim, found = None, {}
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in bounded_lines(handle, path):
             try:
-                fields = raw.decode("utf-8").rstrip("\r\n").rstrip(" ").split(" ")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise UserError(f"{path}: line {number} is not UTF-8 text; give word vectors in text format") from None
+            fields = SEPARATORS.split(text.strip(" \t\r\n"))
+            if fields == [""]:
+                continue
             if number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
                 dim = int(fields[1])  # the header: count, dimension
                 continue
-            if fields == [""]:
-                continue
-            if dim is None:
-                dim = len(fields) - 1
-            if len(fields) - 1 != dim or dim < 1:
-                raise UserError(f"{path}: line {number} has {len(fields) - 1} numbers where {dim} were expected")
-            values = numbers(fields[1:], path, number)
-            token = vocab.index.get(fields[0])
+            word, values = word_and_numbers(fields, dim)
+            if not values:
+                raise UserError(f"{path}: line {number} holds a word but no numbers; give word vectors in text format "
+                                f"(a word, then its numbers, separated by spaces or tabs)")
+            dim = len(values) if dim is None else dim
+            if len(values) != dim:
+                raise UserError(f"{path}: line {number} has {len(values)} numbers where {dim} were expected")
+            values = numbers(values, path, number)
+            token = vocab.index.get(word)
             if token is not None and token not in found:
                 found[token] = values
     if dim is None:

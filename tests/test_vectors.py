@@ -64,6 +64,8 @@ BAD = {
     "not finite": (b"cat 1 nan 3\n", "not finite"),
     "not utf-8": (b"caf\xe9 1 2 3\n", "line 1 is not UTF-8"),
     "empty": (b"", "holds no word vectors"),
+    "a word without numbers": (b"cat\n", "line 1 holds a word but no numbers"),
+    "no line breaks": (b"cat " + b"0.5 " * 400_000, "line 1 is longer than 1 MiB"),
 }
 
 
@@ -75,6 +77,18 @@ def test_a_malformed_vectors_file_is_one_line(tmp_path, words, case):
     result = train(words, "--out", tmp_path / "run", "--max-steps", 2, "--set", f"model.pretrained_embeddings={path}")
     assert_one_line_failure(result.exit_code, result.stderr, fragment)
     assert not (tmp_path / "run").exists()
+
+
+def test_tab_separated_vectors_are_read_and_a_word_with_spaces_keeps_them(tmp_path, words):
+    path = tmp_path / "tabs.tsv"
+    path.write_text("cat\t1\t2\t3\nthe dog 4 5 6\nmat 7 8 9\n", encoding="utf-8")
+    from charrnn.data import Prepared
+    from charrnn.vectors import read_vectors
+
+    vocab = Prepared.open(words).vocab
+    found = read_vectors(path, vocab)
+    assert found.dim == 3 and [vocab.tokens[i] for i in found.ids] == sorted(["cat", "mat"], key=vocab.index.get)
+    assert np.array_equal(found.rows[list(found.ids).index(vocab.index["cat"])], [1, 2, 3])
 
 
 def test_vectors_need_the_embedding_encoding_and_an_existing_file(tmp_path, words):
