@@ -27,12 +27,19 @@ class UserError(Exception):
 
 
 class Stopped(BaseException):
-    """A stop signal (SIGINT, SIGTERM) received while a command ran."""
+    """A stop signal (SIGINT, SIGTERM) received while a command ran. Whoever ends the command with
+    it, or consumes it on purpose (the prompt's Ctrl-C), calls `settle()`; one that is freed
+    unsettled was swallowed on its way out, and `charrnn.signals` sends the signal again."""
 
     def __init__(self, signum: int, message: str | None = None):
         self.signum = signum
+        self.settled = [False]  # shared with the watch on this exception (`charrnn.signals.stop`)
         name = "interrupted" if signum == signal.SIGINT else "terminated"
         super().__init__(message or name)
+
+    def settle(self) -> Stopped:
+        self.settled[0] = True
+        return self
 
     @property
     def exit_code(self) -> int:
@@ -40,11 +47,12 @@ class Stopped(BaseException):
 
 
 def stop_within(error: BaseException) -> Stopped | None:
-    """The `Stopped` that `error` is, or that Python wrapped in it: a signal landing while a class is
-    made (inside `__set_name__`, say) reaches the caller as a RuntimeError caused by the Stopped."""
+    """The `Stopped` that `error` is, or that Python wrapped in it (a signal landing while a class is
+    made, inside `__set_name__` say, reaches the caller as a RuntimeError caused by the Stopped),
+    settled: the caller ends the command with it."""
     while error is not None and not isinstance(error, Stopped):
         error = error.__cause__
-    return error
+    return error.settle() if error is not None else None
 
 
 def describe_os_error(error: OSError) -> str:

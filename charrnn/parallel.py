@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from charrnn import worker_processes
+from charrnn import signals, worker_processes
 from charrnn.blas import OpenBLAS
 from charrnn.distributed import REQUESTS, Solo
 from charrnn.evaluate import Score, score
@@ -94,7 +94,8 @@ class ShardedModel:
         through the next step, on the cores the workers need."""
         self.stop_processes()
         if self.pool is not None:
-            self.pool.shutdown()
+            with signals.deferred():
+                self.pool.shutdown()
         self.workers = workers
         self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
         if self.blas is not None:
@@ -129,7 +130,8 @@ class ShardedModel:
         """Stop the workers and give BLAS its own thread count back."""
         self.end_processes()
         if self.pool is not None:
-            self.pool.shutdown()
+            with signals.deferred():  # joining the workers must not be cut short either
+                self.pool.shutdown()
             self.pool = None
         if self.blas is not None:
             self.blas.set_threads(self.blas_default)
@@ -147,7 +149,8 @@ class ShardedModel:
             with np.errstate(**errors):
                 return function(rows)
 
-        results = list(self.pool.map(in_worker, slices))
+        with signals.deferred():  # a stop signal lands after the shards, never inside the pool's own code
+            results = list(self.pool.map(in_worker, slices))
         return results, [(s.stop - s.start) / whole for s in slices]
 
     def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):

@@ -3,12 +3,17 @@
 `raised()` makes SIGINT and SIGTERM raise `Stopped` wherever the program is, so a command ends
 with one line, an exit code of 130 or 143, and its `finally` blocks run (temporary files are
 removed). `requested()` instead records the first signal, so the training step in progress can
-finish and be saved; a second signal raises `Stopped` at once.
+finish and be saved; a second signal raises `Stopped` at once. `deferred()` holds signals back
+while a few steps that must not be cut in two run.
 
-An exception raised from a signal handler can land just after library code took a lock and
-before it could protect it, so the clean-up could wait on that lock for ever. Every raise
-therefore starts a safety net: if the process has not exited `GRACE_SECONDS` later, it says so
-and exits with the signal's code (cleaning up normally takes milliseconds).
+An exception raised from a signal handler can land anywhere. Just after library code took a
+lock and before it could protect it, the clean-up could wait on that lock for ever: every raise
+therefore starts a safety net, and if the process has not exited `GRACE_SECONDS` later, it says
+so and exits with the signal's code (cleaning up normally takes milliseconds). Inside library
+code that catches what it should not (seen: numpy's lazy import of `numpy.random`), the
+`Stopped` could be swallowed and the command go on as if no signal had come: every raised
+`Stopped` is therefore watched, and one that is freed before anything `settle()`d it is sent
+again (`resend_if_swallowed`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 
 from charrnn.errors import Stopped
 
@@ -27,17 +33,36 @@ REDELIVER_SECONDS = 0.01
 
 
 def stop(signum: int, message: str | None = None) -> Stopped:
-    """The `Stopped` to raise, with the safety net started (see the module docstring)."""
+    """The `Stopped` to raise, with the safety net started and a watch on it (see the module docstring)."""
     stopped = Stopped(signum, message)
+    text, code = str(stopped), stopped.exit_code
 
     def force_exit():
-        os.write(2, f"Error: {stopped} (clean-up did not finish within {GRACE_SECONDS} s)\n".encode())
-        os._exit(stopped.exit_code)
+        os.write(2, f"Error: {text} (clean-up did not finish within {GRACE_SECONDS} s)\n".encode())
+        os._exit(code)
 
     timer = threading.Timer(GRACE_SECONDS, force_exit)
     timer.daemon = True
     timer.start()
+    watch = weakref.finalize(stopped, resend_if_swallowed, stopped.settled, signum)
+    watch.atexit = False
     return stopped
+
+
+def resend_if_swallowed(settled: list, signum: int):
+    """Called as a `Stopped` is freed: unless something settled it (ended the command with it), code
+    on its way out caught it and went on (a library's `except` around an import, say), so the
+    signal is sent again."""
+    if not settled[0]:
+        resend(signum)
+
+
+def resend(signum: int):
+    """Send `signum` to this process again a moment later, from another thread, so that it lands
+    after whatever swallowed it has returned."""
+    again = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
+    again.daemon = True
+    again.start()
 
 
 def raise_stopped(signum, frame):
@@ -59,9 +84,7 @@ def redelivering(hook):
     the hook, it would be swallowed there too); other unraisable exceptions go to `hook`."""
     def redeliver(unraisable):
         if isinstance(unraisable.exc_value, Stopped):
-            again = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), unraisable.exc_value.signum))
-            again.daemon = True
-            again.start()
+            resend(unraisable.exc_value.settle().signum)
         else:
             hook(unraisable)
     return redeliver
@@ -104,10 +127,13 @@ def requested(second_message: str):
 
 @contextlib.contextmanager
 def deferred():
-    """Within the block, a stop signal is held back and delivered again when the block ends (so
-    `Stopped` is raised then, under `raised()`), so that a few steps that must not be cut in two
-    (taking a lock and noting that it is held) finish first. Outside the main thread, where no
-    handler can be set, the block runs as it is."""
+    """Within the block, stop signals are held back and delivered again when the block ends (so
+    `Stopped` is raised then, under `raised()`; under `requested()` a first is noted and a second
+    raises), so that steps that must not be cut in two finish first: taking a lock and noting that
+    it is held, or handing work to a thread pool and collecting it (an exception raised inside
+    `Thread.start` leaves a started thread the pool does not know, which the interpreter then
+    waits for at exit for ever). Outside the main thread, where no handler can be set, the block
+    runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -119,8 +145,8 @@ def deferred():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if received:
-        signal.raise_signal(received[0])  # delivered again, to the handler in force before the block
+    for signum in received[:2]:  # delivered again, to the handler in force before the block
+        signal.raise_signal(signum)
 
 
 def stop_name(signum: int) -> str:

@@ -69,5 +69,6 @@ def serve(run, host, port, max_length, max_samples, max_beam, max_body):
     try:
         server.run(sockets=[listener])  # a stop signal shuts down gracefully, then is raised again
     except Stopped as stop:
+        stop.settle()
         click.echo(f"server stopped ({stop})", err=True)
         sys.exit(stop.exit_code)
