@@ -46,6 +46,8 @@ def workspace(tmp_path, monkeypatch, trained_run):
     (tmp_path / "nometrics").mkdir()
     (tmp_path / "badmetrics").mkdir()
     (tmp_path / "badmetrics" / "metrics.jsonl").write_bytes(b"\xff\xfe{not json\n")
+    (tmp_path / "norecords").mkdir()
+    (tmp_path / "norecords" / "metrics.jsonl").write_text("")
     (tmp_path / "run").symlink_to(trained_run, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -61,7 +63,7 @@ CASES = {
     "prepare invalid utf-8": (["prepare", "latin1.txt"], "not valid utf-8"),
     "prepare empty": (["prepare", "empty.txt"], "empty"),
     "prepare too small to split": (["prepare", "tiny.txt"], "split would be empty"),
-    "prepare out is a file": (["prepare", "corpus.txt", "--out", "afile"], "is a file"),
+    "prepare out is a file": (["prepare", "corpus.txt", "--out", "afile"], "is a regular file, not a directory"),
     "prepare val-frac nan": (["prepare", "corpus.txt", "--val-frac", "nan"], "--val-frac"),
     "prepare fractions over 1": (["prepare", "corpus.txt", "--val-frac", "0.6", "--test-frac", "0.6"], "sum to less"),
     "prepare unknown encoding": (["prepare", "corpus.txt", "--encoding", "klingon"], "unknown text encoding"),
@@ -72,7 +74,7 @@ CASES = {
     "train without source": (["train"], "give SOURCE"),
     "train resume and force": (["train", "corpus.txt", "--resume", "--force"], "give one of them"),
     "train resume nothing": (["train", "corpus.txt", "--out", "r", "--resume"], "no checkpoint at"),
-    "train out is a file": (["train", "corpus.txt", "--out", "afile"], "is a file"),
+    "train out is a file": (["train", "corpus.txt", "--out", "afile"], "is a regular file, not a directory"),
     "train fifo source": (["train", "pipe", "--out", "r"], "FIFO"),
     "train corpus smaller than a batch": (["train", "small.txt", "--out", "r"], "too small for batch_size"),
     "train one-hot over a huge vocabulary": (["train", "words", "--out", "r"], "model.encoding=embedding"),
@@ -135,6 +137,10 @@ CASES = {
     "sample empty stop string": (["sample", "run", "--stop", ""], "--stop"),
     "sample interactive as json": (["sample", "run", "--interactive", "--json"], "--interactive"),
     "sample interactive best-of": (["sample", "run", "--interactive", "--best-of", "2"], "--interactive"),
+    # text that is not valid Unicode, as Linux hands invalid UTF-8 in arguments to Python (surrogateescape)
+    "sample prime with an invalid byte": (["sample", "run", "--prime", "The \udcff"], "--prime is not valid UTF-8 text (byte 4)"),
+    "sample prime with a lone surrogate": (["sample", "run", "--prime", "a\ud800"], "--prime is not valid UTF-8 text"),
+    "sample stop with an invalid byte": (["sample", "run", "--stop", "x\udcfe"], "--stop is not valid UTF-8 text (byte 1)"),
     # eval
     "eval nothing given": (["eval", "run"], "either TEXT"),
     "eval text and split": (["eval", "run", "corpus.txt", "--split", "val"], "either TEXT"),
@@ -148,11 +154,23 @@ CASES = {
     "eval not utf-8": (["eval", "run", "latin1.txt"], "not valid utf-8"),
     "eval chunk 0": (["eval", "run", "corpus.txt", "--chunk", "0"], "--chunk"),
     "eval html into a missing folder": (["eval", "run", "corpus.txt", "--html", "nofolder/page.html"],
-                                        "No such file or directory"),
+                                        "the folder nofolder does not exist"),
     "eval one stream as pieces": (["eval", "run", "corpus.txt", "--streams", "1"], "--streams"),
     "eval negative warm-up": (["eval", "run", "corpus.txt", "--streams", "4", "--warmup", "-1"], "--warmup"),
     "eval exact and streams": (["eval", "run", "corpus.txt", "--exact", "--streams", "4"], "--exact"),
     "eval dynamic and streams": (["eval", "run", "corpus.txt", "--dynamic", "--streams", "4"], "--dynamic"),
+    # eval: settings that mean nothing together are refused, not ignored
+    "eval dynamic-lr without dynamic": (["eval", "run", "corpus.txt", "--dynamic-lr", "0.1"], "add --dynamic"),
+    "eval dynamic-method and seq without dynamic": (["eval", "run", "corpus.txt", "--dynamic-method", "sgd",
+                                                     "--dynamic-seq", "50"], "--dynamic-method, --dynamic-seq tune"),
+    "eval warm-up with exact": (["eval", "run", "corpus.txt", "--exact", "--warmup", "0"], "--warmup applies to pieces"),
+    "eval no-bfloat16 with dynamic": (["eval", "run", "corpus.txt", "--dynamic", "--no-bfloat16"], "--no-bfloat16"),
+    "eval encoding with split": (["eval", "run", "--split", "val", "--encoding", "latin-1"], "--encoding applies"),
+    "eval force without html": (["eval", "run", "corpus.txt", "--force"], "--force replaces the --html file"),
+    "eval dynamic that diverges": (["eval", "run", "corpus.txt", "--dynamic", "--dynamic-lr", "1e6", "-q"],
+                                   "dynamic evaluation diverged"),
+    "eval dynamic sgd that diverges": (["eval", "run", "corpus.txt", "--dynamic", "--dynamic-method", "sgd",
+                                        "--dynamic-lr", "1e30", "-q"], "lower --dynamic-lr"),
     # serve
     "serve no run": (["serve", "missing-run"], "no such run directory"),
     "serve random bytes as checkpoint": (["serve", "noise.npz"], "not a valid charrnn checkpoint"),
@@ -161,7 +179,8 @@ CASES = {
     "serve max-length 0": (["serve", "run", "--max-length", "0"], "--max-length"),
     # plot
     "plot run without metrics": (["plot", "nometrics", "-o", "x.png"], "no metrics.jsonl"),
-    "plot damaged metrics": (["plot", "badmetrics", "-o", "x.png"], "damaged"),
+    "plot damaged metrics": (["plot", "badmetrics", "-o", "x.png"], "all 1 of its records are damaged"),
+    "plot no records yet": (["plot", "norecords", "-o", "x.png"], "holds no records yet"),
     "plot unknown format": (["plot", "run", "-o", "curve.xyz"], "cannot write .xyz"),
     "plot missing run": (["plot", "missing-run"], "does not exist"),
     # the group
