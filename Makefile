@@ -73,7 +73,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 torture: $(VENV)/.installed-test
-	CHARRNN_TORTURE=1 $(BIN)/python -m pytest tests/test_faults.py tests/test_checkpoint_fuzz.py
+	CHARRNN_TORTURE=1 $(BIN)/python -m pytest tests/faults/test_faults.py tests/faults/test_checkpoint_fuzz.py
 
 $(DATA_MEMORY)/prepare.settings: export SETTINGS = $(PREPARE_SETTINGS)
 $(DATA_MEMORY)/prepare.settings: FORCE
@@ -142,14 +142,14 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: $(BENCH_VENV)/.installed
-	$(BENCH_VENV)/bin/python -m charrnn.bench $(BENCH_FLAGS)
+	$(BENCH_VENV)/bin/python -m charrnn.bench.training $(BENCH_FLAGS)
 
 bench-mpi: $(VENV)/.installed-test
-	$(BIN)/python -m charrnn.bench_mpi $(SHARED_CORPUS) $(BENCH_FLAGS)
+	$(BIN)/python -m charrnn.bench.mpi $(SHARED_CORPUS) $(BENCH_FLAGS)
 
 bench-serve: $(VENV)/.installed-test
 	test -f runs/demo/best.npz || $(MAKE) demo
-	$(BIN)/python -m charrnn.bench_serve runs/demo $(BENCH_FLAGS)
+	$(BIN)/python -m charrnn.bench.serve runs/demo $(BENCH_FLAGS)
 
 clean:
 	rm -rf runs data/*/ $(MEMORY)

@@ -80,7 +80,7 @@ class TrainConfig:
     keep_checkpoints: int = 0  # periodic step-N.npz files kept besides last and best
     log_every: int = 50
     seed: int = 1337
-    threads: int = 0  # workers (threads or processes) on shards of the batch; 0: chosen by timing, see charrnn.layout
+    threads: int = 0  # workers (threads or processes) on shards of the batch; 0: chosen by timing, see charrnn.training.layout
     step_products: str = "auto"  # batch_major | gate_major | packed (MKL): each step's W_hh product; auto: timed
     diverge_ratio: typing.Optional[float] = 3.0  # stop when a step's loss exceeds this x ln(vocab size); None: never
     init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters

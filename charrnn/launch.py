@@ -27,7 +27,8 @@ def hold_stop_signals() -> bool:
 
 def main():
     held = hold_stop_signals()
-    from charrnn import allocator, signals
+    from charrnn import signals
+    from charrnn.compute import allocator
     from charrnn.errors import stop_within
 
     try:

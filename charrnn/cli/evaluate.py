@@ -8,7 +8,7 @@ import click
 
 from charrnn.cli.group import cli, progress_bar
 from charrnn.errors import UserError
-from charrnn.outputs import OutputFile
+from charrnn.files.outputs import OutputFile
 
 
 @cli.command(name="eval")
@@ -65,11 +65,11 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     import json
     import tempfile
 
-    from charrnn.dynamic import DynamicSettings, make_adapter
-    from charrnn.eval_text import Tokens, encode_sources, nll_file, score_ids, streams_products
-    from charrnn.evaluate import training_tokens
-    from charrnn.pieces import DEFAULT_WARMUP, Method
-    from charrnn.run import load_model
+    from charrnn.runs.run import load_model
+    from charrnn.score.dynamic import DynamicSettings, make_adapter
+    from charrnn.score.eval_text import Tokens, encode_sources, nll_file, score_ids, streams_products
+    from charrnn.score.evaluate import training_tokens
+    from charrnn.score.pieces import DEFAULT_WARMUP, Method
 
     refuse_meaningless(ctx, texts, split)
     page = OutputFile(html_path, "--html", force).check() if html_path is not None else None
@@ -83,7 +83,7 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
         if split:
             tokens = Tokens(split_tokens(meta, split))
         else:
-            from charrnn.corpus import resolve_sources
+            from charrnn.data.corpus import resolve_sources
 
             sources = resolve_sources(list(texts))
             with progress_bar(sum(s.size for s in sources), "read", "B", quiet, unit_scale=True) as bar:
@@ -168,7 +168,7 @@ def check_score(score, settings, vocab_size: int):
 
 def split_tokens(meta: dict, split: str):
     """The val or test split of the corpus the model was trained on (a memory map)."""
-    from charrnn.data import Prepared
+    from charrnn.data.splits import Prepared
 
     prepared = Prepared.open(Path(meta["data"]))
     if len(prepared.splits[split]) < 2:
@@ -178,9 +178,9 @@ def split_tokens(meta: dict, split: str):
 
 def write_page(page, figures: dict, tokens, nll, vocab, split, texts, encoding):
     """The surprisal page, written piece by piece (all or nothing) to the `OutputFile` `page`."""
-    from charrnn.corpus import resolve_sources
-    from charrnn.eval_text import split_page_tokens, text_page_tokens
-    from charrnn.report import page_parts
+    from charrnn.data.corpus import resolve_sources
+    from charrnn.score.eval_text import split_page_tokens, text_page_tokens
+    from charrnn.score.report import page_parts
 
     runs = split_page_tokens(tokens.ids, nll, vocab) if split else \
         text_page_tokens(resolve_sources(list(texts)), vocab, encoding, nll)

@@ -18,7 +18,8 @@ from dataclasses import replace
 
 import click
 
-from charrnn import memory, signals
+from charrnn import signals
+from charrnn.compute import memory
 from charrnn.errors import Stopped, UserError
 from charrnn.user_text import check_text
 
@@ -94,8 +95,8 @@ class Prompt:
 
 def converse(model, params, vocab, request):
     """The prompt loop, until end of input."""
-    from charrnn.generation import Context, Generation
-    from charrnn.sample import encode_prime
+    from charrnn.generate.generation import Context, Generation
+    from charrnn.generate.sample import encode_prime
 
     start = int(encode_prime("", vocab)[0][-1])  # what a text begins after, as in `charrnn sample`
 

@@ -23,8 +23,8 @@ def plot(runs, output, title, force):
       charrnn plot runs/shakespeare -o curve.png
       charrnn plot runs/lstm runs/gru -o compare.png     # runs overlaid
     """
-    from charrnn.outputs import OutputFile
-    from charrnn.plot import plot_runs
+    from charrnn.files.outputs import OutputFile
+    from charrnn.runs.plot import plot_runs
 
     destination = OutputFile(output, "--output", force).check()
     plot_runs(list(runs), destination, title, warn=lambda line: click.echo(line, err=True))

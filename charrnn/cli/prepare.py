@@ -34,8 +34,9 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
       charrnn prepare shakespeare                   # built-in, needs charrnn[shakespeare]
       cat *.txt | charrnn prepare - --out data/mine # standard input
     """
-    from charrnn.corpus import resolve_sources
-    from charrnn.prepare import PrepareOptions, prepare as run_prepare
+    from charrnn.data.corpus import resolve_sources
+    from charrnn.data.prepare import PrepareOptions
+    from charrnn.data.prepare import prepare as run_prepare
 
     options = PrepareOptions(level, val_frac, test_frac, max_vocab, min_count, encoding, errors)
     options.validate()

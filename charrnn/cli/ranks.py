@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from charrnn.cli.group import Failure, as_failure
-from charrnn.distributed import MissingMPI, connect
+from charrnn.training.distributed import MissingMPI, connect
 
 
 def connect_or_leave():
@@ -111,8 +111,8 @@ def received_state(layout: dict, arrays: list):
     """The training state rank 0 shared, from its layout and arrays."""
     import numpy as np
 
-    from charrnn.model import State
-    from charrnn.train import Progress, TrainingState
+    from charrnn.nn.model import State
+    from charrnn.training.loop import Progress, TrainingState
 
     params = dict(zip(layout["params"], arrays))
     arrays = arrays[len(params):]
@@ -127,7 +127,7 @@ def received_state(layout: dict, arrays: list):
 
 def own_streams(state, comm, batch: int):
     """The state with the hidden state of this rank's streams only."""
-    from charrnn.parallel import select
+    from charrnn.training.parallel import select
 
     return replace(state, hidden=select(state.hidden, comm.rows(batch)))
 
@@ -135,7 +135,7 @@ def own_streams(state, comm, batch: int):
 def saving_whole(comm, save, batch: int):
     """The trainer's save hook: the hidden state of every stream is gathered (on every rank: it is
     a collective), and rank 0 writes."""
-    from charrnn.model import State
+    from charrnn.nn.model import State
 
     def save_whole(state, names):
         hidden = State([tuple(comm.gather_rows(a, batch) for a in layer) for layer in state.hidden.layers],
@@ -149,10 +149,10 @@ def saving_whole(comm, save, batch: int):
 def follow(comm, second_message: str):
     """A rank other than 0: wait for rank 0's set-up, then train on this rank's streams, silently."""
     from charrnn import signals
-    from charrnn.data import Prepared
-    from charrnn.model import RNNLM
-    from charrnn.schema import config_of
-    from charrnn.train import Trainer
+    from charrnn.data.splits import Prepared
+    from charrnn.nn.model import RNNLM
+    from charrnn.runs.schema import config_of
+    from charrnn.training.loop import Trainer
 
     setup = comm.share()
     if "config" not in setup:

@@ -54,9 +54,9 @@ def sample(run, prime_file, interactive, stream, as_json, **settings):
       charrnn sample runs/input --prime "JULIET:" --beam 8 --length 80
       charrnn sample runs/input --interactive
     """
-    from charrnn import memory
-    from charrnn.generation import GenerationRequest
-    from charrnn.run import load_model
+    from charrnn.compute import memory
+    from charrnn.generate.generation import GenerationRequest
+    from charrnn.runs.run import load_model
 
     if settings["prime"] is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
@@ -82,7 +82,7 @@ def print_samples(model, params, vocab, request, stream: bool | None, as_json: b
     import json
     from dataclasses import asdict
 
-    from charrnn.generation import Generation, settings_record
+    from charrnn.generate.generation import Generation, settings_record
 
     generation = Generation(model, params, vocab, request)
     if generation.mapped:

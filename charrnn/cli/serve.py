@@ -45,8 +45,8 @@ def serve(run, host, port, max_length, max_samples, max_beam, max_body):
     except ImportError as missing:
         raise UserError(f"charrnn serve needs the serve extra ({missing.name} is not installed): "
                         f"pip install 'charrnn[serve]'") from None
-    from charrnn.generation import Limits
-    from charrnn.run import load_model
+    from charrnn.generate.generation import Limits
+    from charrnn.runs.run import load_model
 
     model, params, vocab, meta = load_model(run)
     model.stepper(params, 1)  # a bidirectional model cannot generate: refuse it now, not per request

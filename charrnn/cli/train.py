@@ -15,7 +15,6 @@ from charrnn import signals
 from charrnn.cli.group import cli, default_name, progress_bar
 from charrnn.errors import UserError
 
-
 TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
                "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
                "max_steps": "train.max_steps", "max_time": "train.max_time", "init_from": "train.init_from"}
@@ -75,8 +74,9 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
 
 def prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet, flags):
     """Rank 0's (or the only process's) part of `train`: check, prepare, claim, train, summarise."""
-    from charrnn import run as runs
     from charrnn.config import resolve
+    from charrnn.runs.run import claim
+    from charrnn.runs.session import fine_tune_config, open_session, resume_config
 
     if print_config:
         click.echo(resolve(config_path, assignments, flags).to_yaml(), nl=False)
@@ -92,13 +92,13 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
     config = None if resume else resolve(config_path, assignments, flags)
     init = None
     if config is not None and config.train.init_from is not None:
-        config, init = runs.fine_tune_config(config, config_path, assignments, flags)
+        config, init = fine_tune_config(config, config_path, assignments, flags)
     if config is not None and config.model.bidirectional:
         raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
                         "set it to false (bidirectional layers are for library use)")
-    with runs.claim(out) as held:
+    with claim(out) as held:
         if resume:
-            config, saved, changes = runs.resume_config(out, config_path, assignments, flags)
+            config, saved, changes = resume_config(out, config_path, assignments, flags)
             warn_about_changes(changes, config)
         else:
             saved = None
@@ -109,7 +109,7 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
             raise UserError(f"train.batch_size {config.train.batch_size} is smaller than the {comm.size} MPI "
                             f"processes; give every process at least one stream")
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
-            session = runs.open_session(source, out, config, saved, on_bytes=bar.update, init=init)
+            session = open_session(source, out, config, saved, on_bytes=bar.update, init=init)
         try:
             trainer, state, reporter = start_training(session, config, held, quiet, comm)
             reason, state = train_started(comm, lead, session, config, trainer, state, reporter, out)
@@ -117,7 +117,7 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
             if held.fresh and session.run_dir.saved_step is None:
                 held.keep = False
         if reason in ("non_finite", "diverged"):
-            from charrnn.console import failure_line
+            from charrnn.cli.console import failure_line
 
             raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
         finish_training(reason, state, source, out)
@@ -157,9 +157,9 @@ def warn_about_changes(changes: list[str], config):
 
 def start_training(session, config, held, quiet, comm):
     """Build the trainer (its checks come first), then start the run directory and say what runs."""
+    from charrnn.cli.console import TrainReporter, start_line
     from charrnn.cli.ranks import saving_whole
-    from charrnn.console import TrainReporter, start_line
-    from charrnn.train import Trainer
+    from charrnn.training.loop import Trainer
 
     reporter = TrainReporter(session.run_dir, session.start_progress, config.max_seconds, quiet)
     trainer = Trainer(config, session.model, session.data.splits["train"], session.data.splits["val"],
@@ -175,7 +175,7 @@ def start_training(session, config, held, quiet, comm):
 
 def finish_training(reason: str, state, source, out):
     """The summary on stdout; a stopped run exits 130/143 after saying how to resume."""
-    from charrnn.console import summary_lines
+    from charrnn.cli.console import summary_lines
 
     for line in summary_lines(reason, state.progress, out):
         click.echo(line)

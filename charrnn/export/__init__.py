@@ -1,10 +1,9 @@
 """Export a trained model to run outside charrnn: a self-contained web page, ONNX, or safetensors.
 
-One small module per format maps the flat, PyTorch-named parameter dict of a checkpoint (see
-`charrnn.model`) to its target; `export` loads and checks the checkpoint once and hands the
-`Bundle` on, and writes what the format's `encode` returns through the output rule of
-`charrnn.outputs`. Optional packages (onnx, safetensors) are imported only by their format's module.
-A bidirectional model reads the future, so it cannot be stepped and is refused.
+Start here (`export` below): it loads and checks the checkpoint once, hands the `Bundle` to the
+format's module (`web.py`, `onnx_graph.py`, `tensors.py`), which maps the flat, PyTorch-named
+parameters to its target, and writes what its `encode` returns through `charrnn.files.outputs`.
+Optional packages (onnx, safetensors) are imported by their format's module only.
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.data.vocab import Vocabulary
 from charrnn.errors import UserError
-from charrnn.model import RNNLM
-from charrnn.outputs import OutputFile
-from charrnn.vocab import Vocabulary
+from charrnn.files.outputs import OutputFile
+from charrnn.nn.model import RNNLM
 
 FORMATS = {"html": "web", "onnx": "onnx_graph", "safetensors": "tensors"}
 SUFFIXES = {"html": ".html", "onnx": ".onnx", "safetensors": ".safetensors"}
@@ -48,8 +47,8 @@ class Bundle:
 
 def export(target: Path, fmt: str, output: Path | None, float16: bool = False, force: bool = False) -> Path:
     """Write the model of a run directory or checkpoint in `fmt`; returns the path written. The output
-    keeps the rule of `charrnn.outputs`: an existing file is replaced only with `force`."""
-    from charrnn.run import find_checkpoint, load_model
+    keeps the rule of `charrnn.files.outputs`: an existing file is replaced only with `force`."""
+    from charrnn.runs.run import find_checkpoint, load_model
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

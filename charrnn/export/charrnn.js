@@ -186,7 +186,7 @@
     };
   }
 
-  // logits -> temperature -> top-k -> softmax -> top-p, as charrnn.sample does
+  // logits -> temperature -> top-k -> softmax -> top-p, as charrnn.generate.sample does
   function distribution(logits, temperature, topK, topP) {
     const V = logits.length;
     let best = 0;

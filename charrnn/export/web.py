@@ -15,7 +15,6 @@ import json
 
 import numpy as np
 
-
 CONFIG_KEYS = ("cell", "nonlinearity", "hidden_size", "num_layers", "encoding", "bow_window", "embedding_dim")
 
 

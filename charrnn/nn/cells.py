@@ -14,12 +14,12 @@ Every cell has the same interface, and its state is always a tuple, `(h,)` or `(
 - `backward(d_out, buf, w_hh)` -> (d pre-activation seen by W_ih (T, B, G*H), d pre-activation seen
   by W_hh (T, B, G*H), d initial state). They differ only for the GRU's candidate gate.
 - `prepare_reading`, `allocate_reading` and `read` are the same three for a loop that never goes
-  backward (a `charrnn.model.Stepper`): a cell may read in fewer passes, with less kept.
+  backward (a `charrnn.nn.model.Stepper`): a cell may read in fewer passes, with less kept.
 
 Per step the loop does one matrix product with W_hh and a few ufuncs writing with `out=`. How that
 product is computed (NumPy batch-major or gate-major, or MKL's packed products) is the cell's
 `products` layout, see `charrnn.nn.products`: the numbers agree up to rounding, and which runs
-faster depends on the BLAS, its kernel and the shapes, so `charrnn.layout` times them.
+faster depends on the BLAS, its kernel and the shapes, so `charrnn.training.layout` times them.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Cell:
         return self.allocate(T, B, H, dtype)
 
     def read(self, xw, state, weights, buf):
-        """`forward` where nothing will go backward (a `charrnn.model.Stepper`), over `prepare_reading`'s
+        """`forward` where nothing will go backward (a `charrnn.nn.model.Stepper`), over `prepare_reading`'s
         weights and `allocate_reading`'s buffers: the same outputs and final state, up to rounding."""
         return self.forward(xw, state, weights, buf)
 

@@ -3,7 +3,7 @@
 Each step multiplies the state by the same matrix: `x m^T` for x (B, K) and m (N, K), h_{t-1}
 W_hh^T forward and `d W_hh` backward. A loop asks its layout for a `StepProduct` once, then calls
 it every step. Three layouts, which round differently, and whose speed depends on the BLAS, its
-kernel and the shapes (so `charrnn.layout` times them and training records its choice):
+kernel and the shapes (so `charrnn.training.layout` times them and training records its choice):
 
 - "batch_major": NumPy's matmul writes the (B, N) product;
 - "gate_major": NumPy's matmul writes its transpose `m x^T` (N, B), read through a transposed
@@ -11,7 +11,7 @@ kernel and the shapes (so `charrnn.layout` times them and training records its c
   against a (2048, 512) weight, as OpenBLAS packs the large operand for every call, and the
   transposed form packs it into the cheaper side;
 - "packed": Intel MKL packs m once per loop and every step's product reuses it, adding into the
-  caller's buffer where asked (`charrnn.mkl`, the optional `mkl` extra).
+  caller's buffer where asked (`charrnn.compute.mkl`, the optional `mkl` extra).
 
 One more layout only reads (scoring a long text's pieces, never training, whose gradients must be
 exact): "bfloat16", packed like "packed" but with MKL's bfloat16 products, the operands rounded
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn.compute.mkl import INSTALL_HINT, mkl_products
 from charrnn.errors import UserError
-from charrnn.mkl import INSTALL_HINT, mkl_products
 
 LAYOUTS = ("batch_major", "gate_major", "packed")
 READING_LAYOUTS = LAYOUTS + ("bfloat16",)

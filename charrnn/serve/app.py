@@ -35,10 +35,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from charrnn.errors import UserError
-from charrnn.evaluate import TextScorer
-from charrnn.generation import Generation, GenerationRequest, Limits, settings_record
-from charrnn.parallel import resolve_threads
-from charrnn.sample import SettingError
+from charrnn.generate.generation import Generation, GenerationRequest, Limits, settings_record
+from charrnn.generate.sample import SettingError
+from charrnn.score.evaluate import TextScorer
+from charrnn.training.parallel import resolve_threads
 from charrnn.user_text import invalid_at
 
 LN2 = math.log(2)

@@ -1,0 +1,242 @@
+"""The training loop: truncated BPTT over stateful batches, evaluation, early stopping.
+
+It never prints and never touches files: it reports through `report(kind, record)` and asks
+`save(state, names)` to write checkpoints, both supplied by the caller. Everything that decides
+the next step (parameters, optimizer state, carried hidden state, RNG, data cursor) is in
+`TrainingState`, so a run resumed from a checkpoint continues bit for bit.
+
+What it guarantees at the edges:
+- Nothing broken is saved. Before every save the parameters are probed: their loss on the next
+  training batch (one forward pass, no RNG drawn, nothing changed) must be finite and within
+  the divergence rule, and no parameter or optimizer value may be non-finite. A failed probe,
+  a non-finite loss or gradient norm, or a non-finite validation loss stops the run
+  ("non_finite" or "diverged") before anything is written, so the checkpoints on disk are the
+  last good ones. NaN is never "best".
+- Divergence: a training loss (a step's or a probe's) or validation loss above
+  `diverge_ratio x ln V`, that many times the loss of guessing uniformly among V tokens, stops
+  the run ("diverged").
+- Early stopping counts only the scheduled evaluations (every `eval_every` steps). The extra
+  evaluation when a run ends between them may write `best` but never moves the patience
+  counter, so a run stopped and resumed stops at the same step as one never stopped.
+- A stop asked from outside (`should_stop`, e.g. Ctrl-C) saves `last` at once, without that
+  extra evaluation, so nobody waits for a pass over a large validation split.
+Only `max_time` depends on the wall clock; every other stopping rule is exact across resumes.
+
+With several processes (`comm`, see `charrnn.training.distributed`) every process runs this loop on its
+own streams. Every decision is taken from values that are the same on every process: the
+combined loss and gradients, rank 0's clock, and stop requests, which are sampled at each step's
+collective and acted on by all at the top of the next step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from charrnn.config import Config
+from charrnn.data.splits import StreamBatcher
+from charrnn.nn.model import RNNLM, State
+from charrnn.training.layout import choose_layout
+from charrnn.training.optim import all_finite, clip_by_global_norm, learning_rate, make_optimizer
+from charrnn.training.parallel import ShardedModel
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    position: int = 0  # batch index within the epoch
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    train_loss: float | None = None  # running mean since the last log line
+    best_val: float | None = None  # the val loss of best.npz (any evaluation)
+    best_step: int | None = None
+    last_val: float | None = None
+    patience_best: float | None = None  # the best of the scheduled evaluations only
+    evals_since_best: int = 0  # scheduled evaluations since patience_best improved
+
+
+@dataclass
+class TrainingState:
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    hidden: State
+    rng: np.random.Generator
+    progress: Progress = field(default_factory=Progress)
+
+
+class Trainer:
+    """Trains `model` on the train split, validating on the val split."""
+
+    def __init__(self, config: Config, model: RNNLM, train_tokens: np.ndarray, val_tokens: np.ndarray,
+                 report: Callable[[str, dict], None], save: Callable[[TrainingState, tuple[str, ...]], None],
+                 comm=None):
+        self.config, self.cfg, self.model = config, config.train, model
+        self.sharded = ShardedModel(model, config.train.threads, self.cfg.batch_size, comm, self.cfg.step_products)
+        self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len, self.sharded.rows)
+        self.val_tokens = val_tokens[: self.cfg.eval_tokens] if self.cfg.eval_tokens else val_tokens
+        self.optimizer = make_optimizer(self.cfg)
+        self.horizon = self.cfg.max_steps or self.batcher.steps_per_epoch * (self.cfg.max_epochs or 1)
+        self.loss_limit = self.cfg.diverge_ratio * math.log(model.vocab_size) if self.cfg.diverge_ratio else math.inf
+        self.report, self._save = report, save
+        self.checked_step: int | None = None  # the step whose parameters a probe or validation found sane
+        self.frozen = ("embedding.weight",) if config.model.freeze_embeddings else ()
+
+    def initial_state(self) -> TrainingState:
+        """Fresh parameters and optimizer state from the seed, with the hidden state of the whole batch."""
+        rng = np.random.default_rng(self.cfg.seed)
+        params = self.model.init_params(rng)
+        return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
+
+    def choose_layout(self, state: TrainingState) -> dict:
+        """Settle `threads: 0` and `step_products: auto` by timing on the first batch (see
+        `charrnn.training.layout.choose_layout`), and record the choices in the config, so that a resumed run
+        lays its work out alike and continues bit for bit."""
+        x, y = self.batcher.batch(state.progress.position)
+        with np.errstate(over="ignore", invalid="ignore"):
+            timings = choose_layout(self.sharded, state.params, x, y, self.sharded.own_initial_state(),
+                                    self.cfg.step_products)
+        if timings:
+            self.cfg.threads = self.sharded.workers
+        self.cfg.step_products = self.sharded.step_products
+        return timings
+
+    def stop_reason(self, progress: Progress) -> str | None:
+        cfg = self.cfg
+        if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.max_epochs is not None and progress.epoch >= cfg.max_epochs:
+            return "max_epochs"
+        if self.config.max_seconds is not None and progress.elapsed >= self.config.max_seconds:
+            return "max_time"
+        if cfg.patience is not None and progress.evals_since_best >= cfg.patience:
+            return "early_stop"
+        return None
+
+    def run(self, state: TrainingState, should_stop: Callable[[], str | None] = lambda: None) -> str:
+        """Train until a stop condition; returns why it stopped ("non_finite" and "diverged" leave the
+        checkpoints as they were; any other reason saves `last`)."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught below
+                return self._run(state, should_stop)
+        finally:
+            self.sharded.close()
+
+    def _run(self, state: TrainingState, should_stop: Callable[[], str | None]) -> str:
+        cfg, progress = self.cfg, state.progress
+        losses: list[float] = []
+        start_step = progress.step
+        trainable = {k: v for k, v in state.params.items() if k not in self.frozen}  # updated in place
+        clock = time.perf_counter()
+        requested = None  # a stop request agreed at the last step
+        while True:
+            if requested is not None:
+                return self.save(state, ("last",)) or requested
+            if (reason := self.stop_reason(progress)) is not None:
+                break
+            if progress.position == 0:
+                state.hidden = self.sharded.own_initial_state()
+            x, y = self.batcher.batch(progress.position)
+            masks = self.model.dropout_masks(state.rng, cfg.seq_len, cfg.batch_size)
+            loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, masks)
+            loss, grads, progress.elapsed, requested = self.sharded.combine(
+                loss, grads, progress.elapsed + time.perf_counter() - clock, should_stop())
+            clock = time.perf_counter()
+            for name in self.frozen:
+                grads[name].fill(0)
+            norm = clip_by_global_norm(grads, cfg.clip_norm)
+            if failure := self.judge(loss if math.isfinite(norm) else math.nan, progress.step + 1):
+                return failure
+            lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon)
+            self.optimizer.step(trainable, grads, state.optimizer, lr)
+            state.hidden = final
+            progress.step += 1
+            progress.tokens += x.shape[0] * cfg.batch_size  # the whole batch, whichever streams are read here
+            progress.position += 1
+            if progress.position == self.batcher.steps_per_epoch:
+                progress.position, progress.epoch = 0, progress.epoch + 1
+            losses.append(loss)
+            self.report("step", {"step": progress.step, "loss": loss, "lr": lr, "tokens": progress.tokens,
+                                 "elapsed": progress.elapsed})
+            if progress.step % cfg.log_every == 0:
+                progress.train_loss = float(np.mean(losses))
+                losses.clear()
+                self.report("log", self.record(progress, lr))
+            if progress.step % cfg.eval_every == 0:
+                if failure := self.validate(state, lr, scheduled=True):
+                    return failure
+                clock = time.perf_counter()  # validation time is not training time
+            if progress.step % cfg.checkpoint_every == 0:
+                if failure := self.save(state, ("last", f"step-{progress.step}")):
+                    return failure
+                clock = time.perf_counter()
+        if progress.step % cfg.eval_every != 0 and progress.step > start_step:
+            if losses:
+                progress.train_loss = float(np.mean(losses))
+            lr = learning_rate(cfg, progress.step - 1, progress.epoch, self.horizon)
+            if failure := self.validate(state, lr, scheduled=False):
+                return failure
+        return self.save(state, ("last",)) or reason
+
+    def judge(self, loss: float, step: int) -> str | None:
+        """'non_finite' or 'diverged' (reported, with the step at fault) for a loss that breaks the
+        rules, else None."""
+        failure = "non_finite" if not math.isfinite(loss) else "diverged" if loss > self.loss_limit else None
+        if failure:
+            self.report(failure, {"step": step, "loss": loss, "limit": self.loss_limit})
+        return failure
+
+    def probe(self, state: TrainingState) -> float:
+        """The mean loss of the current parameters on the next training batch, changing nothing."""
+        position = state.progress.position
+        hidden = self.sharded.own_initial_state() if position == 0 else state.hidden
+        x, y = self.batcher.batch(position)
+        return self.sharded.mean_nll(state.params, x, y, hidden)
+
+    def save(self, state: TrainingState, names: tuple[str, ...]) -> str | None:
+        """Hand the state to the caller's `save` if it passes the probe (skipped when a validation of
+        the same parameters already passed); else the failure, unsaved."""
+        step = state.progress.step
+        if not all_finite([*state.params.values(), *state.optimizer.values()]):
+            return self.judge(math.nan, step)
+        if self.checked_step != step and (failure := self.judge(self.probe(state), step)):
+            return failure
+        self.checked_step = step
+        self._save(state, names)
+        return None
+
+    def validate(self, state: TrainingState, lr: float, scheduled: bool) -> str | None:
+        """Score the val split and save `best` when it improves; the failure if the loss breaks
+        the rules. Only scheduled evaluations move the patience counter (see the module docstring)."""
+        progress = state.progress
+        if len(self.val_tokens) < 2:
+            return self.save(state, ("best",))
+        streams = max(1, min(self.cfg.batch_size, (len(self.val_tokens) - 1) // self.cfg.seq_len))
+        loss = self.sharded.score(state.params, self.val_tokens, streams, chunk=256).nats_per_token
+        if failure := self.judge(loss, progress.step):
+            return failure
+        self.checked_step = progress.step
+        progress.last_val = loss
+        if scheduled:
+            if progress.patience_best is None or loss < progress.patience_best:
+                progress.patience_best, progress.evals_since_best = loss, 0
+            else:
+                progress.evals_since_best += 1
+        improved = progress.best_val is None or loss < progress.best_val
+        if improved:
+            progress.best_val, progress.best_step = loss, progress.step
+        self.report("eval", {**self.record(progress, lr), "improved": improved})
+        return self.save(state, ("best",)) if improved else None
+
+    def record(self, progress: Progress, lr: float) -> dict:
+        """One metrics line: step, epoch, tokens, losses, lr, throughput, wall time."""
+        return {"step": progress.step, "epoch": progress.epoch, "tokens": progress.tokens,
+                "train_loss": progress.train_loss, "val_loss": progress.last_val, "lr": lr,
+                "tokens_per_s": progress.tokens / progress.elapsed if progress.elapsed else None,
+                "wall_time": round(progress.elapsed, 3)}

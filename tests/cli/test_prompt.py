@@ -1,0 +1,136 @@
+"""`charrnn sample --interactive` as a user meets it, under a pseudo-terminal: line editing and
+history, Ctrl-C that clears the line without losing the conversation, Ctrl-D that leaves, and
+settings changed with the rules and limits of `charrnn sample`'s flags, said plainly."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from charrnn.cli.interactive import command, escape, settings_lines, unescape
+from charrnn.errors import UserError
+from charrnn.generate.generation import GenerationRequest
+
+
+class Terminal:
+    """`charrnn ARGS` on a pseudo-terminal of its own (its controlling terminal, so Ctrl-C is SIGINT)."""
+
+    def __init__(self, *args):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.environ["TERM"] = "xterm"
+            os.execv(sys.executable, [sys.executable, "-m", "charrnn", *map(str, args)])
+        self.seen = b""
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        """Read until `text` appears; everything read up to it."""
+        deadline = time.time() + timeout
+        while text.encode() not in self.seen:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.time()))
+            if not ready:
+                raise AssertionError(f"never saw {text!r}; saw {self.seen.decode(errors='replace')!r}")
+            try:
+                self.seen += os.read(self.fd, 4096)
+            except OSError:  # the child has gone
+                raise AssertionError(f"ended before {text!r}; saw {self.seen.decode(errors='replace')!r}") from None
+        before, _, self.seen = self.seen.partition(text.encode())
+        return before.decode(errors="replace")
+
+    def send(self, keys: str):
+        os.write(self.fd, keys.encode())
+
+    def exit_code(self, timeout: float = 30) -> int:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            try:
+                os.read(self.fd, 4096)
+            except OSError:
+                pass
+            time.sleep(0.02)
+        os.kill(self.pid, 9)
+        raise AssertionError("the prompt did not leave")
+
+
+@pytest.fixture
+def terminal(trained_run):
+    session = Terminal("sample", trained_run, "-i", "--length", 12, "--seed", 3, "--temperature", 0)
+    session.expect("Ctrl-D to leave")
+    yield session
+    try:
+        os.kill(session.pid, 9)
+        os.waitpid(session.pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    os.close(session.fd)
+
+
+def test_the_prompt_edits_lines_recalls_history_and_leaves_on_ctrl_d(terminal):
+    terminal.expect("> ")
+    terminal.send("ROMEO\r")
+    first = terminal.expect("> ")
+    terminal.send("\x1b[A")  # the up arrow recalls the line, as readline does
+    terminal.expect("ROMEO")
+    terminal.send("\x01\x0bJULIET\r")  # Ctrl-A, Ctrl-K: the line is edited, then sent
+    terminal.expect("JULIET")
+    second = terminal.expect("> ")
+    assert first.strip() and second.strip() and "^[[A" not in first + second
+    terminal.send("\x04")
+    assert terminal.exit_code() == 0
+
+
+def test_ctrl_c_at_the_prompt_clears_the_line_and_keeps_the_conversation(terminal):
+    terminal.expect("> ")
+    terminal.send("half a line")
+    terminal.expect("half a line")
+    terminal.send("\x03")  # Ctrl-C: the line is dropped, the prompt comes back
+    terminal.expect("> ")
+    terminal.send("/settings\r")
+    shown = terminal.expect("> ")
+    assert "/length 12" in shown and "/temperature 0" in shown and "/seed 3" in shown
+    terminal.send("\x03")
+    terminal.expect("> ")
+    terminal.send("\x04")
+    assert terminal.exit_code() == 0
+
+
+def test_settings_are_said_plainly_and_keep_the_flags_limits(terminal):
+    for line, said in [("/top-k x", "/top-k needs a whole number, not 'x'"),
+                       ("/length 99999999999999999999999", "/length must be between 1 and 1,099,511,627,776"),
+                       ("/temperature -1", "/temperature must be 0 (greedy)"),
+                       ("/length", "/length needs a whole number, e.g. /length 12"),
+                       ("/bogus", "unknown command /bogus")]:
+        terminal.expect("> ")
+        terminal.send(line + "\r")
+        terminal.expect(said)
+    terminal.send("\x04")
+    assert terminal.exit_code() == 0
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_the_prompt_goes_on(trained_run):
+    session = "caf\xe9\n/length 4\nROMEO\n".encode("latin-1")
+    result = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(trained_run), "-i", "--length", "5",
+                             "--seed", "1"], input=session, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"error: the line is not UTF-8 text (byte 3)" in result.stderr and b"Traceback" not in result.stderr
+    assert len(result.stdout.decode().strip()) == 4
+
+
+def test_stop_strings_are_typed_with_escapes_and_checked_as_the_flag_is():
+    request = GenerationRequest(length=10)
+    request, _ = command(r"stop \n\n", request)
+    assert request.stop == ("\n\n",) and r"/stop \n\n" in settings_lines(request)
+    assert unescape(escape("a\\b\tc\n")) == "a\\b\tc\n"
+    cleared, _ = command("stop", request)
+    assert cleared.stop == ()
+
+    def too_long(length):
+        raise UserError(f"a continuation of {length:,} tokens needs about 800.0 GB of memory")
+
+    assert command("length 100000000000", request, check_length=too_long) == (request, False)

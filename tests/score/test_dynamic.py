@@ -1,0 +1,104 @@
+"""Dynamic evaluation: adapting while scoring, never scoring a token after learning from it."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
+from charrnn.runs import checkpoint
+from charrnn.runs.run import load_model, read_checkpoint
+from charrnn.score.dynamic import SGDAdapter
+from charrnn.score.evaluate import StreamScorer
+from conftest import assert_one_line_failure
+
+REPEATED = "thou art Romeo, wherefore? " * 60
+
+
+def evaluate(*args):
+    result = CliRunner().invoke(cli, ["eval", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("method", ["sgd", "rms"])
+def test_with_learning_rate_0_the_result_equals_plain_eval_exactly(trained_run, method):
+    plain = evaluate(trained_run, "--split", "val", "--chunk", 50)
+    still = evaluate(trained_run, "--split", "val", "--dynamic", "--dynamic-method", method,
+                     "--dynamic-lr", 0, "--dynamic-decay", 0, "--dynamic-seq", 50)
+    assert still["nats_per_token"] == plain["nats_per_token"] and still["tokens"] == plain["tokens"]
+    assert still["dynamic"] == {"method": method, "lr": 0.0, "decay": 0.0, "seq": 50} and plain["dynamic"] is None
+
+
+class Recorder:
+    """Wraps a model and an adapter, noting which targets each forward scored and at which weight version."""
+
+    def __init__(self, model, params):
+        self.model, self.version, self.scored, self.learned = model, 0, [], []
+        self.inner = SGDAdapter(params, lr=0.1, decay=0.0)
+        self.position = 0
+
+    def initial_state(self, batch):
+        return self.model.initial_state(batch)
+
+    def nll_and_grads(self, params, inputs, targets, state):
+        positions = list(range(self.position, self.position + len(targets)))
+        self.position += len(targets)
+        self.scored.append((self.version, positions))
+        return self.model.nll_and_grads(params, inputs, targets, state)
+
+    def update(self, params, grads):
+        self.learned.append((self.version, self.scored[-1][1]))
+        self.inner.update(params, grads)
+        self.version += 1
+
+
+def test_no_token_is_scored_after_an_update_that_used_it(trained_run):
+    model, params, vocab, _ = load_model(trained_run)
+    recorder = Recorder(model, params)
+    scorer = StreamScorer(recorder, params, chunk=7, adapter=recorder)
+    ids = vocab.encode(REPEATED[:300])
+    for piece in np.array_split(ids, 5):
+        scorer.feed(piece)
+    learned_before = {}
+    for version, positions in recorder.learned:
+        for position in positions:
+            learned_before[position] = version + 1  # the first weight version that had learned it
+    for version, positions in recorder.scored:
+        assert all(version < learned_before[p] for p in positions)
+    assert sum(len(p) for _, p in recorder.scored) == len(ids) - 1 == scorer.score.tokens
+
+
+@pytest.mark.parametrize("method", ["sgd", "rms"])
+def test_adapting_to_a_repetitive_text_lowers_its_loss_and_leaves_the_checkpoint_alone(tmp_path, trained_run, method):
+    text = tmp_path / "repeated.txt"
+    text.write_text(REPEATED)
+    before = {p.name: p.read_bytes() for p in trained_run.glob("*.npz")}
+    static = evaluate(trained_run, text, "--chunk", 50)
+    lr = {"sgd": 0.5, "rms": 3e-3}[method]
+    adapted = evaluate(trained_run, text, "--dynamic", "--dynamic-method", method, "--dynamic-lr", lr)
+    assert adapted["nats_per_token"] < static["nats_per_token"] - 0.05
+    assert {p.name: p.read_bytes() for p in trained_run.glob("*.npz")} == before
+
+
+def test_bad_dynamic_settings_are_one_line(tmp_path, trained_run):
+    text = tmp_path / "text.txt"
+    text.write_text(REPEATED)
+    cases = [(["--dynamic", "--dynamic-lr", "nan"], "--dynamic-lr"),
+             (["--dynamic", "--dynamic-decay", "-1"], "--dynamic-decay"),
+             (["--dynamic", "--dynamic-seq", "0"], "--dynamic-seq")]
+    for extra, fragment in cases:
+        result = CliRunner().invoke(cli, ["eval", str(trained_run), str(text), *extra])
+        assert_one_line_failure(result.exit_code, result.stderr, fragment)
+
+
+def test_rms_needs_the_training_split_and_sgd_does_not(tmp_path, trained_run):
+    saved = read_checkpoint(trained_run / "best.npz")
+    saved.meta["data"] = str(tmp_path / "gone")
+    checkpoint.save(tmp_path / "lonely.npz", saved)
+    text = tmp_path / "text.txt"
+    text.write_text(REPEATED)
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "lonely.npz"), str(text), "--dynamic"])
+    assert_one_line_failure(result.exit_code, result.stderr, "use --dynamic-method sgd")
+    assert evaluate(tmp_path / "lonely.npz", text, "--dynamic", "--dynamic-method", "sgd")["tokens"] > 0

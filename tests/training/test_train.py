@@ -1,0 +1,155 @@
+"""`charrnn train`: determinism, exact resume, signals, crash safety, failure modes, learning."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
+from charrnn.compute.mkl import mkl_products
+from charrnn.config import Config
+from charrnn.data.splits import StreamBatcher
+from charrnn.nn.model import RNNLM
+from charrnn.nn.products import LAYOUTS
+from charrnn.runs import run as runs
+from charrnn.training.loop import Trainer
+
+TINY = ["--cell", "lstm", "--hidden-size", "16", "--layers", "2", "--seq-len", "8", "--batch-size", "4",
+        "--set", "model.dropout=0.2", "--set", "train.eval_every=4", "--set", "train.log_every=2",
+        "--set", "train.checkpoint_every=3", "--set", "train.eval_tokens=200", "--quiet"]
+
+
+def train(*args):
+    return CliRunner().invoke(cli, ["train", *map(str, args)])
+
+
+def params_of(path):
+    return runs.read_checkpoint(path).params
+
+
+def test_batches_continue_each_stream_from_one_step_to_the_next():
+    batcher = StreamBatcher(np.arange(100), batch_size=3, seq_len=4)
+    x0, y0 = batcher.batch(0)
+    x1, _ = batcher.batch(1)
+    assert batcher.stream_len == 33 and batcher.steps_per_epoch == 8
+    assert x0[:, 1].tolist() == [33, 34, 35, 36] and y0[:, 1].tolist() == [34, 35, 36, 37]
+    assert x1[0].tolist() == [x0[-1, b] + 1 for b in range(3)]
+
+
+def test_same_config_and_seed_give_identical_parameters(corpus_file, tmp_path):
+    for name in ("a", "b"):
+        assert train(corpus_file, "--out", tmp_path / name, "--max-steps", 10, *TINY).exit_code == 0
+    a, b = params_of(tmp_path / "a" / "last.npz"), params_of(tmp_path / "b" / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_stopped_and_resumed_run_ends_identical_to_an_uninterrupted_one(corpus_file, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(corpus_file, "--out", whole, "--max-steps", 14, *TINY).exit_code == 0
+    assert train(corpus_file, "--out", parts, "--max-steps", 5, *TINY).exit_code == 0
+    resumed = train(corpus_file, "--out", parts, "--max-steps", 14, "--resume", *TINY)
+    assert resumed.exit_code == 0, resumed.output
+    a, b = params_of(whole / "last.npz"), params_of(parts / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    meta = runs.read_checkpoint(parts / "last.npz").meta
+    assert meta["progress"]["step"] == 14 and meta["progress"]["tokens"] == 14 * 8 * 4
+
+
+@pytest.mark.parametrize("layout", ["gate_major", pytest.param("packed", marks=pytest.mark.skipif(
+    mkl_products() is None, reason="packed step products need the mkl extra"))])
+def test_the_step_products_layout_is_recorded_and_a_resumed_run_keeps_it(corpus_file, tmp_path, layout):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    fixed = ["--set", f"train.step_products={layout}"]
+    assert train(corpus_file, "--out", whole, "--max-steps", 14, *TINY, *fixed).exit_code == 0
+    assert train(corpus_file, "--out", parts, "--max-steps", 5, *TINY, *fixed).exit_code == 0
+    assert f"step_products: {layout}" in (parts / "config.yaml").read_text()
+    resumed = train(corpus_file, "--out", parts, "--max-steps", 14, "--resume", "--quiet")
+    assert resumed.exit_code == 0 and "warning" not in resumed.stderr, resumed.output
+    a, b = params_of(whole / "last.npz"), params_of(parts / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert json.loads((parts / "summary.json").read_text())["step_products"] == layout
+    automatic = tmp_path / "automatic"
+    assert train(corpus_file, "--out", automatic, "--max-steps", 2, *TINY).exit_code == 0
+    recorded = runs.read_checkpoint(automatic / "last.npz").meta["config"]["train"]["step_products"]
+    assert recorded in LAYOUTS  # "auto" is settled before the first step
+
+
+def test_run_files_and_metrics(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    result = train(corpus_file, "--out", out, "--max-steps", 8, *TINY, "--set", "train.keep_checkpoints=1")
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "vocab.json", "last.npz", "best.npz", "step-6.npz",
+                                                "metrics.jsonl", "summary.json", "data"}
+    assert not (out / "step-3.npz").exists()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "epoch", "tokens", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_time"} <= set(records[0])
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [4, 8]
+    assert "charrnn sample" in result.stdout and "best val" in result.stdout
+    assert json.loads((out / "summary.json").read_text())["steps"] == 8
+
+
+def test_an_existing_run_is_not_overwritten_without_resume_or_force(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    assert train(corpus_file, "--out", out, "--max-steps", 2, *TINY).exit_code == 0
+    before = (out / "last.npz").read_bytes()
+    again = train(corpus_file, "--out", out, "--max-steps", 2, *TINY)
+    assert again.exit_code == 1 and "--resume" in again.output
+    assert (out / "last.npz").read_bytes() == before
+    changed = train(corpus_file, "--out", out, "--max-steps", 4, "--resume", *TINY, "--hidden-size", "8")
+    assert changed.exit_code == 1 and "model settings cannot change" in changed.output
+
+
+def test_bidirectional_models_are_refused_for_language_modelling(corpus_file, tmp_path):
+    result = train(corpus_file, "--out", tmp_path / "r", "--set", "model.bidirectional=true")
+    assert result.exit_code == 1 and "must not see the text it predicts" in result.output
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    assert train(corpus_file, "--out", out, "--max-steps", 3, *TINY).exit_code == 0
+    good = (out / "last.npz").read_bytes()
+    result = train(corpus_file, "--out", out, "--max-steps", 40, "--resume", *TINY, "--set", "train.optimizer=sgd",
+                   "--set", "train.clip_norm=0", "--lr", "1e300")
+    assert result.exit_code == 1 and "non-finite" in result.output
+    assert (out / "last.npz").read_bytes() == good
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_last_and_exits_and_resume_continues(corpus_file, tmp_path, signal_number, exit_code):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "charrnn", "train", str(corpus_file), "--out", str(out), "--max-steps",
+               "1000000", *TINY]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (out / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal_number)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == exit_code, stderr
+    assert "resume with: charrnn train" in stderr and "Traceback" not in stderr
+    step = runs.read_checkpoint(out / "last.npz").meta["progress"]["step"]
+    assert step > 0
+    resumed = train(corpus_file, "--out", out, "--max-steps", step + 2, "--resume", *TINY)
+    assert resumed.exit_code == 0
+    assert runs.read_checkpoint(out / "last.npz").meta["progress"]["step"] == step + 2
+
+
+def test_a_tiny_model_learns_a_repetitive_corpus():
+    config = Config()
+    config.model.cell, config.model.hidden_size, config.model.num_layers = "gru", 32, 1
+    config.train.batch_size, config.train.seq_len, config.train.max_steps = 8, 16, 150
+    config.train.lr, config.train.eval_every, config.train.log_every = 0.01, 150, 10
+    tokens = np.tile(np.array([0, 1, 2, 3, 1, 2, 0, 3]), 400)
+    model = RNNLM(config.model, 4)
+    logged = []
+    trainer = Trainer(config, model, tokens, tokens[:500], lambda kind, r: logged.append((kind, r)),
+                      lambda state, names: None)
+    assert trainer.run(trainer.initial_state()) == "max_steps"
+    final = [r for kind, r in logged if kind == "eval"][-1]
+    assert final["train_loss"] < 0.05  # the pattern needs two tokens of context: val streams start without it
+    assert final["val_loss"] < 0.2
