@@ -28,18 +28,27 @@ class UserError(Exception):
 
 class Stopped(BaseException):
     """A stop signal (SIGINT, SIGTERM) received while a command ran. Whoever ends the command with
-    it, or consumes it on purpose (the prompt's Ctrl-C), calls `settle()`; one that is freed
-    unsettled was swallowed on its way out, and `charrnn.signals` sends the signal again."""
+    it calls `settle()`, whoever consumes it on purpose (the prompt's Ctrl-C) `consume()`; one that
+    is freed unsettled was swallowed on its way out, and `charrnn.signals` sends the signal again."""
 
     def __init__(self, signum: int, message: str | None = None):
         self.signum = signum
         self.settled = [False]  # shared with the watch on this exception (`charrnn.signals.stop`)
+        self.safety_net = None  # the timer that ends a clean-up that hangs, if `charrnn.signals.stop` started one
         name = "interrupted" if signum == signal.SIGINT else "terminated"
         super().__init__(message or name)
 
     def settle(self) -> Stopped:
+        """The command ends with this stop (its safety net still guards the way out)."""
         self.settled[0] = True
         return self
+
+    def consume(self) -> Stopped:
+        """The command goes on after this stop (the prompt's Ctrl-C clears a line): nothing is sent
+        again, and no safety net ends the process later."""
+        if self.safety_net is not None:
+            self.safety_net.cancel()
+        return self.settle()
 
     @property
     def exit_code(self) -> int:

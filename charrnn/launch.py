@@ -9,6 +9,12 @@ the signal), as it would for any Python program. From `main`'s first line the st
 blocked, so one that arrives while the handlers are being installed waits, and is delivered the
 moment they are ready; none is lost. This module imports nothing at import time beyond the
 standard library's `signal` and `sys`, so the window before `main` is as short as Python allows.
+
+NumPy is imported while the signals are blocked, so that its BLAS starts its own threads with
+them blocked too (a thread inherits its creator's mask). Otherwise the kernel may hand a Ctrl-C
+to a BLAS thread: Python notes it there, but a main thread asleep in a system call (the
+prompt's wait for a key) is not woken, and the Ctrl-C seems lost until the next key. charrnn's
+own threads block them as they start (`charrnn.signals.quiet_thread`).
 """
 
 import signal
@@ -27,6 +33,8 @@ def hold_stop_signals() -> bool:
 
 def main():
     held = hold_stop_signals()
+    import numpy  # noqa: F401  (its BLAS starts its threads now, while the stop signals are blocked)
+
     from charrnn import signals
     from charrnn.compute import allocator
     from charrnn.errors import stop_within

@@ -32,6 +32,27 @@ GRACE_SECONDS = 10
 REDELIVER_SECONDS = 0.01
 
 
+def block_in_this_thread():
+    """Block the stop signals in the calling thread (a worker's first act, as a pool's `initializer`),
+    so that the kernel hands them to the main thread, the one that handles them."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def quiet_thread(thread: threading.Thread) -> threading.Thread:
+    """Start `thread` with the stop signals blocked in it from its first instruction (it inherits the
+    mask of the thread that starts it, held for that moment; one that arrives meanwhile waits)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return thread
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return thread
+
+
 def stop(signum: int, message: str | None = None) -> Stopped:
     """The `Stopped` to raise, with the safety net started and a watch on it (see the module docstring)."""
     stopped = Stopped(signum, message)
@@ -41,9 +62,9 @@ def stop(signum: int, message: str | None = None) -> Stopped:
         os.write(2, f"Error: {text} (clean-up did not finish within {GRACE_SECONDS} s)\n".encode())
         os._exit(code)
 
-    timer = threading.Timer(GRACE_SECONDS, force_exit)
-    timer.daemon = True
-    timer.start()
+    stopped.safety_net = threading.Timer(GRACE_SECONDS, force_exit)
+    stopped.safety_net.daemon = True
+    quiet_thread(stopped.safety_net)
     watch = weakref.finalize(stopped, resend_if_swallowed, stopped.settled, signum)
     watch.atexit = False
     return stopped
@@ -62,7 +83,7 @@ def resend(signum: int):
     after whatever swallowed it has returned."""
     again = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
     again.daemon = True
-    again.start()
+    quiet_thread(again)
 
 
 def raise_stopped(signum, frame):

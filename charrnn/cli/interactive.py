@@ -115,7 +115,7 @@ def converse(model, params, vocab, request):
             except Stopped as stop:
                 if stop.signum != signal.SIGINT:
                     raise
-                stop.settle()
+                stop.consume()
                 say("")  # Ctrl-C at the prompt clears the line, as in Python's prompt
                 continue
             except UserError as error:

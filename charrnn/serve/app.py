@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from charrnn import signals
 from charrnn.errors import UserError
 from charrnn.generate.generation import Generation, GenerationRequest, Limits, settings_record
 from charrnn.generate.sample import SettingError
@@ -151,7 +152,8 @@ class Server:
     def __init__(self, model, params, vocab, meta: dict, limits: ServerLimits, workers: int):
         self.model, self.params, self.vocab, self.meta, self.limits = model, params, vocab, meta, limits
         self.active = 0
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="charrnn")  # the model's work, off the event loop
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="charrnn",  # the model's work, off the event loop
+                                       initializer=signals.block_in_this_thread)
 
     async def work(self, function, *args):
         """function(*args) in one of the model's worker threads."""

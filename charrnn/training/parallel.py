@@ -98,7 +98,7 @@ class ShardedModel:
             with signals.deferred():
                 self.pool.shutdown()
         self.workers = workers
-        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.pool = ThreadPoolExecutor(workers, initializer=signals.block_in_this_thread) if workers > 1 else None
         if self.blas is not None:
             self.blas.set_threads(1 if workers > 1 else self.cores)
 

@@ -5,9 +5,11 @@ settings changed with the rules and limits of `charrnn sample`'s flags, said pla
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +21,14 @@ from charrnn.generate.generation import GenerationRequest
 class Terminal:
     """`charrnn ARGS` on a pseudo-terminal of its own (its controlling terminal, so Ctrl-C is SIGINT)."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, grace=None):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             os.environ["TERM"] = "xterm"
-            os.execv(sys.executable, [sys.executable, "-m", "charrnn", *map(str, args)])
+            launch = ["-m", "charrnn"] if grace is None else \
+                ["-c", f"import sys; from charrnn import signals; signals.GRACE_SECONDS = {grace}; sys.argv[0] = "
+                       f"'charrnn'; from charrnn.launch import main; main()"]
+            os.execv(sys.executable, [sys.executable, *launch, *map(str, args)])
         self.seen = b""
 
     def expect(self, text: str, timeout: float = 30) -> str:
@@ -49,11 +54,11 @@ class Terminal:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 return os.waitstatus_to_exitcode(status)
-            try:
-                os.read(self.fd, 4096)
-            except OSError:
-                pass
-            time.sleep(0.02)
+            if select.select([self.fd], [], [], 0.02)[0]:
+                try:
+                    os.read(self.fd, 4096)
+                except OSError:  # the terminal's other end closed as the child left
+                    pass
         os.kill(self.pid, 9)
         raise AssertionError("the prompt did not leave")
 
@@ -100,6 +105,21 @@ def test_ctrl_c_at_the_prompt_clears_the_line_and_keeps_the_conversation(termina
     assert terminal.exit_code() == 0
 
 
+def test_a_ctrl_c_at_the_prompt_leaves_no_timer_that_ends_the_session_later(trained_run):
+    session = Terminal("sample", trained_run, "-i", "--length", 5, "--seed", 1, grace=1)
+    try:
+        session.expect("> ")
+        session.send("\x03")
+        session.expect("> ")
+        time.sleep(2)  # past the grace a stop signal's safety net would allow
+        session.send("ROMEO\r")
+        session.expect("> ")
+        session.send("\x04")
+        assert session.exit_code() == 0
+    finally:
+        os.close(session.fd)
+
+
 def test_settings_are_said_plainly_and_keep_the_flags_limits(terminal):
     for line, said in [("/top-k x", "/top-k needs a whole number, not 'x'"),
                        ("/length 99999999999999999999999", "/length must be between 1 and 1,099,511,627,776"),
@@ -134,3 +154,18 @@ def test_stop_strings_are_typed_with_escapes_and_checked_as_the_flag_is():
         raise UserError(f"a continuation of {length:,} tokens needs about 800.0 GB of memory")
 
     assert command("length 100000000000", request, check_length=too_long) == (request, False)
+
+
+def test_only_the_main_thread_takes_stop_signals(terminal):
+    """A Ctrl-C the kernel hands to another thread (BLAS's own) would not wake the prompt's wait
+    for a key: every other thread blocks the stop signals, BLAS's too."""
+    terminal.expect("> ")
+    masks = {}
+    for task in Path(f"/proc/{terminal.pid}/task").iterdir():
+        status = (task / "status").read_text()
+        masks[int(task.name)] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+    stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    assert masks.pop(terminal.pid) & stop == 0
+    assert all(mask & stop == stop for mask in masks.values()), masks
+    terminal.send("\x04")
+    assert terminal.exit_code() == 0
