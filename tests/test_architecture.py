@@ -9,7 +9,7 @@ import charrnn
 
 PACKAGE = Path(charrnn.__file__).parent
 FLOORS = [
-    {"charrnn", "errors", "signals", "user_text", "config"},  # what every stage shares
+    {"charrnn", "errors", "signals", "user_text", "config", "extras"},  # what every stage shares
     {"compute", "files"},  # the hardware and libraries; writing files safely
     {"data", "nn"},  # text to ids; the model
     {"training", "generate"},  # uses of the model: learning it, drawing text from it

@@ -13,8 +13,8 @@ from charrnn.cli.group import cli
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--format", "-f", "fmt", type=click.Choice(["html", "onnx", "safetensors"]), required=True,
               help="html: a self-contained page that generates text in the browser; onnx: a graph on ONNX's "
-                   "RNN/LSTM/GRU operators (needs charrnn[onnx]); safetensors: the parameters under PyTorch's "
-                   "names (needs charrnn[safetensors]).")
+                   "RNN/LSTM/GRU operators (needs the onnx extra); safetensors: the parameters under PyTorch's "
+                   "names (needs the safetensors extra).")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               help="File to write.  [default: RUN/model.<format>, or the checkpoint's name with that suffix]")
 @click.option("--float16", is_flag=True, help="html: embed the weights as float16, half the size.")

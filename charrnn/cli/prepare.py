@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from charrnn.cli.group import cli, default_name, progress_bar
+from charrnn.cli.group import cli, progress_bar
+from charrnn.data.corpus import corpus_name
 
 
 @cli.command()
@@ -31,7 +32,7 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
     Examples:
       charrnn prepare input.txt                     # -> data/input/
       charrnn prepare books/ --level word --max-vocab 20000
-      charrnn prepare shakespeare                   # built-in, needs charrnn[shakespeare]
+      charrnn prepare shakespeare                   # built-in, needs the shakespeare extra
       cat *.txt | charrnn prepare - --out data/mine # standard input
     """
     from charrnn.data.corpus import resolve_sources
@@ -40,7 +41,7 @@ def prepare(corpus, out, level, val_frac, test_frac, max_vocab, min_count, encod
 
     options = PrepareOptions(level, val_frac, test_frac, max_vocab, min_count, encoding, errors)
     options.validate()
-    out = out or Path("data") / default_name(corpus[0])
+    out = out or Path("data") / corpus_name(corpus[0])
     sources = resolve_sources(list(corpus))
     with progress_bar(2 * sum(s.size for s in sources), "prepare", "B", quiet,
                       unit_scale=True, unit_divisor=1024) as bar:

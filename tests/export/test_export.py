@@ -26,6 +26,7 @@ from charrnn.config import Config, ModelConfig
 from charrnn.data.vocab import Vocabulary, tokenize
 from charrnn.export import Bundle
 from charrnn.export.web import model_json
+from charrnn.extras import install_command
 from charrnn.nn.model import RNNLM, State
 from charrnn.runs import checkpoint
 from charrnn.runs import run as runs
@@ -159,6 +160,54 @@ def test_float16_weights_decode_to_the_float16_rounded_model(tmp_path):
     assert len(model_json(bundle, float16=True)) < 0.6 * len(model_json(bundle))
 
 
+SAMPLE_SCRIPT = """
+const charrnn = require(process.argv[2]);
+const { spec, cases } = JSON.parse(require("fs").readFileSync(process.argv[3], "utf8"));
+const model = new charrnn.Model(spec);
+const texts = [];
+(function next(i) {
+  if (i === cases.length) return process.stdout.write(JSON.stringify(texts));
+  let text = "";
+  const settings = { ...cases[i], seed: BigInt(cases[i].seed) };
+  charrnn.generate(model, settings, (token) => { text += token; }, () => { texts.push(text); next(i + 1); });
+})(0);
+"""
+
+SAMPLED = [{"prime": "ROMEO:", "temperature": 0.8, "topK": 0, "topP": 1, "seed": "1", "length": 300},
+           {"prime": "", "temperature": 1.0, "topK": 5, "topP": 1, "seed": "7", "length": 200},
+           {"prime": "JULIET", "temperature": 1.0, "topK": 0, "topP": 0.9, "seed": "3", "length": 200},
+           {"prime": "O", "temperature": 0.5, "topK": 3, "topP": 0.95, "seed": str(2 ** 40 + 3), "length": 200},
+           {"prime": "But ", "temperature": 0, "topK": 0, "topP": 1, "seed": "9223372036854775807", "length": 100}]
+
+
+def the_flags(case: dict) -> list[str]:
+    flags = ["--seed", case["seed"], "--length", str(case["length"]), "--temperature", str(case["temperature"])]
+    flags += ["--top-k", str(case["topK"])] if case["topK"] else []
+    flags += ["--top-p", str(case["topP"])] if case["topP"] < 1 else []
+    return flags + (["--prime", case["prime"]] if case["prime"] else [])
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_page_draws_what_charrnn_sample_draws_with_the_same_seed_and_settings(tmp_path, trained_run):
+    """The page draws with NumPy's generator (SeedSequence, PCG64) and NumPy's sums, so a seed
+    gives the CLI's text; only float rounding in the logits (JavaScript's float64 against BLAS's
+    float32) could part them, when a draw lands within about 1e-6 of a boundary."""
+    from charrnn.export import Bundle
+    from charrnn.runs.run import load_model
+
+    bundle = Bundle(*load_model(trained_run))
+    script, data = tmp_path / "sample.js", tmp_path / "cases.json"
+    script.write_text(SAMPLE_SCRIPT)
+    data.write_text(json.dumps({"spec": json.loads(model_json(bundle)), "cases": SAMPLED}))
+    module = importlib.resources.files("charrnn.export") / "charrnn.js"
+    result = subprocess.run([NODE, str(script), str(module), str(data)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for case, page in zip(SAMPLED, json.loads(result.stdout)):
+        cli_result = CliRunner().invoke(cli, ["sample", str(trained_run), "--json", *the_flags(case)])
+        assert cli_result.exit_code == 0, cli_result.output
+        assert page == json.loads(cli_result.stdout)["samples"][0]["completion"], case
+
+
 # --- safetensors and the command ---
 
 def test_safetensors_hold_the_parameters_and_the_metadata(tmp_path, trained_run):
@@ -212,7 +261,7 @@ def test_what_cannot_be_exported_is_one_line(tmp_path, trained_run, monkeypatch)
         monkeypatch.setitem(sys.modules, module, None)
         monkeypatch.setitem(sys.modules, f"{module}.numpy", None)
         result = CliRunner().invoke(cli, ["export", str(trained_run), "--format", fmt, "-o", str(tmp_path / f"y.{fmt}")])
-        assert_one_line_failure(result.exit_code, result.stderr, f"pip install 'charrnn[{fmt}]'")
+        assert_one_line_failure(result.exit_code, result.stderr, install_command(fmt))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bi.npz"]
 
 

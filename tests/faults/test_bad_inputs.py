@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
+from charrnn.extras import install_command
 from conftest import SHAKESPEARE_LIKE, assert_one_line_failure, snapshot
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
@@ -108,6 +109,8 @@ CASES = {
                                 "--max-time", "1m", "--set", "train.lr_schedule=cosine"], "cosine"),
     "bidirectional": ([*TRAIN, "--set", "model.bidirectional=true"], "bidirectional"),
     "dropout 1": ([*TRAIN, "--set", "model.dropout=1"], "model.dropout must be in [0, 1)"),
+    "patience 0": ([*TRAIN, "--patience", "0"], "train.patience must be positive"),
+    "retime with print-config": (["train", "--print-config", "--retime"], "--retime"),
     # train: sizes are refused from an estimate, before allocating
     "huge hidden_size": ([*TRAIN, "--hidden-size", "10000000"], "needs about"),
     "huge num_layers": ([*TRAIN, "--layers", "1000000000"], "needs about"),
@@ -225,5 +228,5 @@ def test_packed_step_products_without_mkl_end_in_one_line_that_says_how_to_insta
     monkeypatch.setattr(products, "mkl_products", lambda: None)
     before = snapshot(workspace)
     result = CliRunner().invoke(cli, [*TRAIN, "--set", "train.step_products=packed"])
-    assert_one_line_failure(result.exit_code, result.stderr, "pip install 'charrnn[mkl]'")
+    assert_one_line_failure(result.exit_code, result.stderr, install_command("mkl"))
     assert snapshot(workspace) == before

@@ -6,6 +6,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from charrnn.extras import install_command
 from charrnn.cli import cli
 from charrnn.runs.plot import curves
 
@@ -40,7 +41,7 @@ def test_plot_writes_an_image_of_several_runs(tmp_path):
 def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     result = CliRunner().invoke(cli, ["plot", str(write_run(tmp_path / "a", RECORDS))])
-    assert result.exit_code == 1 and "pip install 'charrnn[plot]'" in result.output
+    assert result.exit_code == 1 and install_command("plot") in result.output
 
 
 def test_a_directory_without_metrics_is_a_clear_error(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
+from charrnn.extras import install_command
 from conftest import assert_one_line_failure, charrnn
 
 httpx = pytest.importorskip("httpx", reason="the test extra is not installed: pip install -e '.[test]'")
@@ -216,7 +217,7 @@ def test_without_the_extra_it_says_how_to_install_it(trained_run):
             "from charrnn.launch import main; main()")
     result = subprocess.run([sys.executable, "-c", hide, "serve", str(trained_run)], capture_output=True, text=True,
                             timeout=60)
-    assert_one_line_failure(result.returncode, result.stderr, "pip install 'charrnn[serve]'")
+    assert_one_line_failure(result.returncode, result.stderr, install_command("serve"))
 
 
 # --- the playground page, in a real browser ---

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from charrnn.extras import install_command
 from charrnn.runs.run import read_checkpoint
 from charrnn.training.distributed import Solo, launched_rank, launched_size, split_rows
 from conftest import SHAKESPEARE_LIKE, assert_one_line_failure, charrnn
@@ -90,7 +91,7 @@ def test_a_launcher_without_the_extra_says_how_to_install_it_once(tmp_path, corp
     result = subprocess.run([sys.executable, "-c", hide, "train", str(corpus_file), "--out", str(tmp_path / "run")],
                             capture_output=True, text=True, env=env, timeout=60)
     if says:
-        assert_one_line_failure(result.returncode, result.stderr, "pip install 'charrnn[mpi]'")
+        assert_one_line_failure(result.returncode, result.stderr, install_command("mpi"))
     else:
         assert result.returncode == 1 and result.stderr == ""
     assert not (tmp_path / "run").exists()
