@@ -15,6 +15,12 @@ def corpus_file(tmp_path):
     return path
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Every test has a cache directory of its own (layout choices are remembered there), never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A tiny model trained for a few steps on the small corpus (shared by the sample/eval tests)."""

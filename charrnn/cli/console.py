@@ -100,9 +100,10 @@ def start_line(session, trainer) -> str:
     if session.vectors is not None:
         model = session.model.config
         vectors = f"; {session.vectors.describe(model.pretrained_embeddings)}{', frozen' if model.freeze_embeddings else ''}"
+    steps = trainer.batcher.steps_per_epoch
     return (f"{session.run_dir.path}: {begin}; data {session.data.directory} ({data}, "
             f"{session.data.vocab.size} tokens in the vocabulary); {params:,} parameters; "
-            f"{trainer.batcher.steps_per_epoch:,} steps of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; "
+            f"{steps:,} step{'s' if steps != 1 else ''} of {cfg.batch_size} x {cfg.seq_len} tokens per epoch; "
             f"{layout}{vectors}")
 
 

@@ -176,6 +176,17 @@ def split_tokens(meta: dict, split: str):
     return prepared.splits[split]
 
 
+def shown_figure(key: str, value) -> str:
+    """A figure as the page's table shows it: 4 decimals, settings as 'name value' pairs, 'off'."""
+    if value is None:
+        return "off"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{name} {setting}" for name, setting in value.items())
+    return str(value)
+
+
 def write_page(page, figures: dict, tokens, nll, vocab, split, texts, encoding):
     """The surprisal page, written piece by piece (all or nothing) to the `OutputFile` `page`."""
     from charrnn.data.corpus import resolve_sources
@@ -184,7 +195,7 @@ def write_page(page, figures: dict, tokens, nll, vocab, split, texts, encoding):
 
     runs = split_page_tokens(tokens.ids, nll, vocab) if split else \
         text_page_tokens(resolve_sources(list(texts)), vocab, encoding, nll)
-    shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in figures.items()}
+    shown = {key: shown_figure(key, value) for key, value in figures.items() if value is not None or key == "dynamic"}
     with page.writer() as handle:
         for part in page_parts(runs, shown, f"charrnn eval: {', '.join(texts) or split}"):
             handle.write(part.encode("utf-8"))

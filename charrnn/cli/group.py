@@ -11,7 +11,6 @@ import os
 import sys
 import threading
 from contextlib import nullcontext
-from pathlib import Path
 
 import click
 
@@ -93,11 +92,3 @@ def cli():
     charrnn sample runs/corpus --prime "ROMEO:"
     charrnn eval runs/corpus held_out.txt   # nats, bits per char, perplexity
     """
-
-
-def default_name(corpus: str) -> str:
-    """`books/plays.txt` -> `plays`; a folder or built-in corpus keeps its own name; `-` is `stdin`."""
-    if corpus == "-":
-        return "stdin"
-    path = Path(corpus.rstrip("/"))
-    return path.stem if path.suffix else path.name

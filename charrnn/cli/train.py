@@ -12,12 +12,14 @@ from pathlib import Path
 import click
 
 from charrnn import signals
-from charrnn.cli.group import cli, default_name, progress_bar
+from charrnn.cli.group import cli, progress_bar
+from charrnn.data.corpus import corpus_name
 from charrnn.errors import UserError
 
 TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
                "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
-               "max_steps": "train.max_steps", "max_time": "train.max_time", "init_from": "train.init_from"}
+               "max_steps": "train.max_steps", "max_time": "train.max_time", "patience": "train.patience",
+               "init_from": "train.init_from"}
 HARMLESS_CHANGES = ("max_time", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
@@ -44,12 +46,17 @@ def config_help() -> str:
 @click.option("--lr", type=float, help="Learning rate (train.lr).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (train.max_steps).")
 @click.option("--max-time", help="Stop after this much training time, e.g. 90s, 10m, 1.5h (train.max_time).")
+@click.option("--patience", type=int, metavar="N",
+              help="Stop after N evaluations in a row without a better val loss; best.npz keeps the best "
+                   "(train.patience). Useful when fine-tuning on a small text, which soon overfits.")
 @click.option("--init-from", metavar="RUN|CHECKPOINT",
               help="Fine-tune: start from a trained model's parameters, its vocabulary grown by SOURCE's new "
                    "tokens; its model settings are kept (train.init_from).")
+@click.option("--retime", is_flag=True, help="Time the layouts of a training step again, instead of using the choice "
+                                             "remembered for this machine and model shape.")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration as YAML and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="Plain log lines instead of a progress bar.")
-def train(source, config_path, out, resume, force, assignments, print_config, quiet, **flags):
+def train(source, config_path, out, resume, force, assignments, retime, print_config, quiet, **flags):
     """Train a model on SOURCE: a prepared directory, a text file or folder, or `shakespeare`.
 
     Settings come from the defaults, then --config, then --set, then the flags.
@@ -60,7 +67,7 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
       charrnn train data/input -c shakespeare --max-time 30m
       charrnn train data/input --set model.cell=gru --set train.lr=0.003
       charrnn train --out runs/input --resume            # after Ctrl-C
-      charrnn train new.txt --init-from runs/input --out runs/new   # fine-tune
+      charrnn train new.txt --init-from runs/input --out runs/new --patience 3   # fine-tune
     """
     from charrnn.cli.ranks import connect_or_leave, follow, leading
 
@@ -69,16 +76,20 @@ def train(source, config_path, out, resume, force, assignments, print_config, qu
         return follow(comm, "stopped at once by a second signal")
     with leading(comm) as lead:
         prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet,
-                          {TRAIN_FLAGS[k]: v for k, v in flags.items()})
+                          {TRAIN_FLAGS[k]: v for k, v in flags.items()}, retime)
 
 
-def prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet, flags):
+def prepare_and_train(comm, lead, source, config_path, out, resume, force, assignments, print_config, quiet, flags,
+                      retime=False):
     """Rank 0's (or the only process's) part of `train`: check, prepare, claim, train, summarise."""
     from charrnn.config import resolve
     from charrnn.runs.run import claim
     from charrnn.runs.session import fine_tune_config, open_session, resume_config
 
     if print_config:
+        pointless = [flag for flag, given in (("--resume", resume), ("--force", force), ("--retime", retime)) if given]
+        if pointless:
+            raise click.UsageError(f"--print-config only prints the settings; leave out {', '.join(pointless)}")
         click.echo(resolve(config_path, assignments, flags).to_yaml(), nl=False)
         return
     if resume and force:
@@ -88,7 +99,7 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
     if source is None and not (resume and out):
         raise click.UsageError("give SOURCE: a prepared directory, a text file or folder, or `shakespeare` "
                                "(or --resume --out RUN)")
-    out = out or Path("runs") / default_name(source)
+    out = out or Path("runs") / corpus_name(source)
     config = None if resume else resolve(config_path, assignments, flags)
     init = None
     if config is not None and config.train.init_from is not None:
@@ -111,7 +122,7 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             session = open_session(source, out, config, saved, on_bytes=bar.update, init=init)
         try:
-            trainer, state, reporter = start_training(session, config, held, quiet, comm)
+            trainer, state, reporter = start_training(session, config, held, quiet, comm, retime)
             reason, state = train_started(comm, lead, session, config, trainer, state, reporter, out)
         finally:  # a new run that saved nothing (a failure, or a stop signal before its first step) leaves nothing
             if held.fresh and session.run_dir.saved_step is None:
@@ -155,8 +166,9 @@ def warn_about_changes(changes: list[str], config):
         click.echo(f"warning: resuming with {change}: {why}", err=True)
 
 
-def start_training(session, config, held, quiet, comm):
-    """Build the trainer (its checks come first), then start the run directory and say what runs."""
+def start_training(session, config, held, quiet, comm, retime=False):
+    """Build the trainer (its checks come first), lay its work out, then start the run directory and
+    say what runs."""
     from charrnn.cli.console import TrainReporter, start_line
     from charrnn.cli.ranks import saving_whole
     from charrnn.training.loop import Trainer
@@ -166,11 +178,27 @@ def start_training(session, config, held, quiet, comm):
                       report=reporter, save=saving_whole(comm, session.run_dir.save, config.train.batch_size),
                       comm=comm)
     state = session.training_state(trainer)
-    trainer.choose_layout(state)
+    lay_out(trainer, state, config, session.data.vocab.size, comm, retime)
     held.started()
     session.run_dir.start(state.progress.step if session.saved is not None else None)
     click.echo(start_line(session, trainer), err=True)
     return trainer, state, reporter
+
+
+def lay_out(trainer, state, config, vocab_size: int, comm, retime: bool):
+    """The layout remembered for this machine and model shape (`charrnn.runs.layouts`), or one timed
+    now, saying so first (it can take a minute), and remembered for the next run."""
+    from charrnn.runs import layouts
+
+    facts = layouts.fingerprint(config, vocab_size) if comm.size == 1 else None
+    known = layouts.recall(facts) if facts is not None and not retime else None
+    timing = known is None and trainer.will_time_layout()
+    if timing:
+        click.echo(f"timing how to lay out a training step on this machine (threads or processes, step products); "
+                   f"remembered for this model shape in {layouts.cache_file()}", err=True)
+    choice = trainer.choose_layout(state, known)
+    if timing and facts is not None:
+        layouts.remember(facts, choice)
 
 
 def finish_training(reason: str, state, source, out):

@@ -37,14 +37,18 @@ def simd_level() -> str:
     return found[0] if found else "baseline"
 
 
-def blas_name() -> str:
-    """The BLAS NumPy was built with, its kernel on this CPU and its thread count."""
+def blas_kernel() -> str:
+    """The BLAS NumPy was built with and, for OpenBLAS, its kernel on this CPU."""
     build = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     name = f"{build.get('name', 'unknown BLAS')} {build.get('version', '')}".strip()
     blas = OpenBLAS.find()
-    if blas is None:
-        return name
-    return f"{name} (kernel {blas.corename()}, {blas.get_threads()} threads)"
+    return name if blas is None else f"{name} (kernel {blas.corename()})"
+
+
+def blas_name() -> str:
+    """`blas_kernel`, with the thread count BLAS uses now."""
+    blas = OpenBLAS.find()
+    return blas_kernel() if blas is None else f"{blas_kernel()[:-1]}, {blas.get_threads()} threads)"
 
 
 def mkl_name() -> str:

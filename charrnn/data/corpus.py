@@ -133,3 +133,11 @@ def read_text(source: Source, encoding: str, errors: str, on_bytes: Callable[[in
                 yield text
             if final:
                 return
+
+
+def corpus_name(corpus: str) -> str:
+    """`books/plays.txt` -> `plays`; a folder or built-in corpus keeps its own name; `-` is `stdin`."""
+    if corpus == "-":
+        return "stdin"
+    path = Path(corpus.rstrip("/"))
+    return path.stem if path.suffix else path.name

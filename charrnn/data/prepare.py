@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charrnn.data.corpus import Source, read_text
+from charrnn.data.corpus import CHUNK_BYTES, Source, read_text
 from charrnn.data.vocab import UnknownTokensError, Vocabulary, codepoints, tokenize
 from charrnn.errors import UserError
 from charrnn.files.atomic import write_atomic
@@ -141,6 +141,25 @@ def same_preparation(directory: Path, sources: list[dict], options: PrepareOptio
         return False
     return (meta.get("format_version") == FORMAT_VERSION and meta.get("options") == asdict(options)
             and meta.get("sources") == sources)
+
+
+def prepared_from(directory: Path, sources: list[Source], options: PrepareOptions) -> bool:
+    """Whether `directory` holds a preparation of exactly these sources' bytes (wherever they were
+    read from) with `options`: one more pass over the sources, to hash them."""
+    try:
+        meta = load_meta(Path(directory))
+    except UserError:
+        return False
+    if meta.get("options") != asdict(options) or len(meta.get("sources", [])) != len(sources):
+        return False
+    for source, recorded in zip(sources, meta["sources"]):
+        digest = hashlib.sha256()
+        with source.open() as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                digest.update(chunk)
+        if (source.size, digest.hexdigest()) != (recorded.get("bytes"), recorded.get("sha256")):
+            return False
+    return True
 
 
 def prepare(sources: list[Source], out: Path, options: PrepareOptions, force: bool = False,

@@ -102,13 +102,20 @@ class RunDirectory:
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk
 
     def start(self, resumed_step: int | None):
-        """A fresh run (None) clears the old run's checkpoints and metrics; a resumed one drops
-        the metrics of steps after the checkpoint, which it is about to replay."""
+        """A fresh run (None) starts clean: everything an earlier run left here goes (checkpoints,
+        metrics, exports, pages, an old data/), but for the data this run reads from RUN_DIR/data.
+        (`claim` has made sure this is a run directory, not a folder of the user's own files.)
+        A resumed one drops the metrics of steps after the checkpoint, which it is about to replay."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.saved_step = resumed_step
         if resumed_step is None:
-            for stale in [*self.path.glob("*.npz"), self.path / "summary.json"]:
-                stale.unlink(missing_ok=True)
+            for stale in self.path.iterdir():
+                if stale.name == "data" and stale.resolve() == Path(self.data_dir).resolve():
+                    continue
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
             write_atomic(self.path / "metrics.jsonl", "")
         else:
             kept = [line for line in self.metrics_lines() if json.loads(line).get("step", 0) <= resumed_step]

@@ -19,6 +19,7 @@ work out alike and continues bit for bit.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,6 +84,33 @@ def faster_step_products(sharded: ShardedModel, steps: int, alone: bool = False)
             break
     fastest = min(seconds, key=seconds.get)
     return fastest if seconds[fastest] < (1 - PRODUCTS_GAIN) * seconds["batch_major"] else "batch_major"
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    """What `choose_layout` settles, to remember and apply again without timing: the worker count,
+    whether the workers are forked processes, and the layout of each step's product."""
+
+    workers: int
+    forked: bool
+    step_products: str
+
+    @classmethod
+    def of(cls, sharded: ShardedModel) -> LayoutChoice:
+        return cls(sharded.workers, sharded.processes is not None, sharded.step_products)
+
+
+def apply_choice(sharded: ShardedModel, choice: LayoutChoice, params, streams: int):
+    """Lay `sharded` out as `choice` (from an earlier `choose_layout` of the same shapes on this machine)."""
+    sharded.use_workers(choice.workers)
+    sharded.use_step_products(choice.step_products)
+    if choice.forked:
+        sharded.start_processes(params, streams)
+
+
+def times_anything(sharded: ShardedModel, streams: int, step_products: str) -> bool:
+    """Whether `choose_layout` would time anything (or settle everything from the settings)."""
+    return step_products == "auto" or sharded.automatic or sharded.can_fork(streams)
 
 
 def step_seconds(sharded: ShardedModel, params, tokens: np.ndarray, targets: np.ndarray, state: State) -> float:

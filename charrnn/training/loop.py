@@ -40,7 +40,7 @@ import numpy as np
 from charrnn.config import Config
 from charrnn.data.splits import StreamBatcher
 from charrnn.nn.model import RNNLM, State
-from charrnn.training.layout import choose_layout
+from charrnn.training.layout import LayoutChoice, apply_choice, choose_layout, times_anything
 from charrnn.training.optim import all_finite, clip_by_global_norm, learning_rate, make_optimizer
 from charrnn.training.parallel import ShardedModel
 
@@ -94,18 +94,27 @@ class Trainer:
         params = self.model.init_params(rng)
         return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
 
-    def choose_layout(self, state: TrainingState) -> dict:
+    def will_time_layout(self) -> bool:
+        """Whether `choose_layout` without a known choice times anything (tens of seconds for a large model)."""
+        return times_anything(self.sharded, self.sharded.rows.stop - self.sharded.rows.start, self.cfg.step_products)
+
+    def choose_layout(self, state: TrainingState, known: LayoutChoice | None = None) -> LayoutChoice:
         """Settle `threads: 0` and `step_products: auto` by timing on the first batch (see
-        `charrnn.training.layout.choose_layout`), and record the choices in the config, so that a resumed run
+        `charrnn.training.layout.choose_layout`), or as `known` says (the choice timed before for
+        these shapes on this machine), and record the choices in the config, so that a resumed run
         lays its work out alike and continues bit for bit."""
-        x, y = self.batcher.batch(state.progress.position)
-        with np.errstate(over="ignore", invalid="ignore"):
-            timings = choose_layout(self.sharded, state.params, x, y, self.sharded.own_initial_state(),
-                                    self.cfg.step_products)
-        if timings:
+        if known is not None:
+            apply_choice(self.sharded, known, state.params, self.sharded.rows.stop - self.sharded.rows.start)
+            timed = self.sharded.automatic
+        else:
+            x, y = self.batcher.batch(state.progress.position)
+            with np.errstate(over="ignore", invalid="ignore"):
+                timed = bool(choose_layout(self.sharded, state.params, x, y, self.sharded.own_initial_state(),
+                                           self.cfg.step_products))
+        if timed:
             self.cfg.threads = self.sharded.workers
         self.cfg.step_products = self.sharded.step_products
-        return timings
+        return LayoutChoice.of(self.sharded)
 
     def stop_reason(self, progress: Progress) -> str | None:
         cfg = self.cfg

@@ -100,6 +100,10 @@ def test_html_report_colours_every_predicted_character(trained_run, text_file, t
     assert html.startswith("<!DOCTYPE html>") and "Surprisal, bits" in html and "nats_per_token" in html
     assert html.count(' bits">') == len(TEXT) - 1
     assert "<script" not in html and "http" not in html
+    assert "<th>dynamic</th><td>off</td>" in html and "None" not in html
+    adapted = tmp_path / "adapted.html"
+    assert run(trained_run, text_file, "--html", adapted, "--dynamic", "--dynamic-method", "sgd").exit_code == 0
+    assert "<th>dynamic</th><td>method sgd, lr 0.03, decay 0.0, seq 50</td>" in adapted.read_text()
 
 
 def test_eval_needs_texts_or_a_split(trained_run):
