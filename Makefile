@@ -2,6 +2,7 @@
 #   make prepare CORPUS=path/to/text.txt             -> data/<name>/
 #   make train   CORPUS=... CONFIG=lstm              -> runs/<name>/   (CONFIG: a file or a shipped config name)
 #   make sample / make eval                          -> runs/<name>/sample.txt, eval.json
+#   make train RESUME=1                              continue a run stopped before its end (Ctrl-C)
 # A target is remade when the settings it was made with change (CORPUS contents, CONFIG contents,
 # PREPARE_FLAGS, TRAIN_FLAGS, PRIME, EVAL_SPLIT), never because of a file's timestamp alone; the
 # settings are remembered under .make/. A run directory that already holds a run is never replaced
@@ -20,6 +21,7 @@ PREPARE_FLAGS ?=
 TRAIN_FLAGS ?=
 EVAL_SPLIT ?= test
 FORCE ?=
+RESUME ?=
 DEMO_STEPS ?= 1500
 SHARED_CORPUS ?= ../shared/data/tinyshakespeare.txt
 BENCH_VENV ?= .venv-bench
@@ -47,6 +49,7 @@ help:
 	@echo "make test      install with the test extra and run the test suite"
 	@echo "make torture   the fault suite with many more iterations (minutes)"
 	@echo "make prepare|train|sample|eval CORPUS=file CONFIG=name-or-file RUN=runs/x [FORCE=1]"
+	@echo "make train RESUME=1    continue a run stopped before its end (Ctrl-C)"
 	@echo "make shakespeare   the 30-minute quality run on $(SHARED_CORPUS)"
 	@echo "make bench     speed against PyTorch CPU (installs torch==2.13.0 in $(BENCH_VENV))"
 	@echo "make bench-mpi threads against MPI ranks on this machine, and a projection across nodes"
@@ -93,10 +96,27 @@ $(RUN_MEMORY)/train.settings: export SETTINGS = $(TRAIN_SETTINGS)
 $(RUN_MEMORY)/train.settings: FORCE
 	$(REMEMBER)
 
+# what the run in RUN was started with, to tell an unfinished run from one made with other settings
+STARTED = $(RUN_MEMORY)/started.settings
 $(RUN_MEMORY)/trained: $(RUN_MEMORY)/train.settings $(DATA_MEMORY)/data.id
-	@test ! -f $(RUN)/last.npz || test -n "$(FORCE)" || { echo "make: $(RUN) already holds a run made with other settings;" \
-		"give RUN=runs/another for a new run, or FORCE=1 to replace it" >&2; exit 1; }
+	@test ! -f $(RUN)/last.npz || test -n "$(FORCE)$(RESUME)" || { \
+		if cmp -s $(STARTED) $(RUN_MEMORY)/train.settings; then \
+			echo "make: $(RUN) holds an unfinished run with these settings (it was stopped before its end);" \
+				"continue it with RESUME=1, or replace it with FORCE=1" >&2; \
+		elif test -f $(STARTED); then \
+			echo "make: $(RUN) already holds a run made with other settings;" \
+				"give RUN=runs/another for a new run, or FORCE=1 to replace it" >&2; \
+		else \
+			echo "make: $(RUN) already holds a run that this Makefile did not start;" \
+				"give RUN=runs/another for a new run, or FORCE=1 to replace it" >&2; \
+		fi; exit 1; }
+	@test -z "$(RESUME)" || test -z "$(FORCE)" || { echo "make: RESUME=1 continues the run and FORCE=1 replaces it; give one of them" >&2; exit 1; }
+ifeq ($(RESUME),)
+	cp $(RUN_MEMORY)/train.settings $(STARTED)
 	$(BIN)/charrnn train $(DATA) --config $(CONFIG) --out $(RUN) $(if $(FORCE),--force) $(TRAIN_FLAGS)
+else
+	$(BIN)/charrnn train --out $(RUN) --resume $(TRAIN_FLAGS)
+endif
 	touch $@
 
 train: $(RUN_MEMORY)/trained
@@ -129,12 +149,13 @@ demo:
 	$(MAKE) eval sample $(DEMO)
 
 SHAKESPEARE_TEXT := $(if $(filter command line environment,$(origin CORPUS)),$(CORPUS),$(SHARED_CORPUS))
+SHAKESPEARE_RUN := $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/shakespeare)
 
 shakespeare: $(VENV)/.installed-plot
 	@test -f $(SHAKESPEARE_TEXT) || { echo "no corpus at $(SHAKESPEARE_TEXT); give CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
 	$(MAKE) train eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=shakespeare \
-		RUN=runs/shakespeare PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
-	$(BIN)/charrnn plot runs/shakespeare -o runs/shakespeare/curve.png --force
+		RUN=$(SHAKESPEARE_RUN) PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
+	$(BIN)/charrnn plot $(SHAKESPEARE_RUN) -o $(SHAKESPEARE_RUN)/curve.png --force
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)

@@ -67,6 +67,7 @@
       this.config = cfg;
       this.vocab = spec.vocab;
       this.V = spec.vocab.tokens.length;
+      this.start = spec.vocab.start;  // the token a text begins after (a newline where there is one)
       this.H = cfg.hidden_size;
       this.G = GATES[cfg.cell];
       this.window = cfg.encoding === "bow" ? cfg.bow_window : 1;
@@ -174,19 +175,89 @@
     }
   }
 
-  // A seeded generator of uniform floats in [0, 1): mulberry32
+  // NumPy's np.random.default_rng(seed).random(), to the last bit: SeedSequence(seed) hashes the
+  // seed into PCG64's state and increment, PCG64 steps its 128-bit LCG and outputs XSL-RR, and a
+  // double takes the top 53 bits. So a seed draws the same uniforms here as in `charrnn sample`.
+  const MASK64 = (1n << 64n) - 1n, MASK128 = (1n << 128n) - 1n;
+  const PCG_MULTIPLIER = (2549297995355413924n << 64n) + 4865540595714422341n;
+
+  function seedSequenceState(seed) {  // SeedSequence(seed).generate_state(4, np.uint64)
+    const INIT_A = 0x43b0d7e5, MULT_A = 0x931e8875, INIT_B = 0x8b51f9dd, MULT_B = 0x58f38ded;
+    const MIX_L = 0xca01f9dd, MIX_R = 0x4973f715;
+    const entropy = [];  // the seed as little-endian 32-bit words
+    let rest = BigInt(seed);
+    do { entropy.push(Number(rest & 0xffffffffn)); rest >>= 32n; } while (rest > 0n);
+    let hashConst = INIT_A;
+    const hashmix = (value) => {
+      value = (value ^ hashConst) >>> 0;
+      hashConst = Math.imul(hashConst, MULT_A) >>> 0;
+      value = Math.imul(value, hashConst) >>> 0;
+      return (value ^ (value >>> 16)) >>> 0;
+    };
+    const mix = (x, y) => {
+      const r = (Math.imul(MIX_L, x) - Math.imul(MIX_R, y)) >>> 0;
+      return (r ^ (r >>> 16)) >>> 0;
+    };
+    const pool = [0, 1, 2, 3].map((i) => hashmix(i < entropy.length ? entropy[i] : 0));
+    for (let src = 0; src < 4; src++)
+      for (let dst = 0; dst < 4; dst++) if (src !== dst) pool[dst] = mix(pool[dst], hashmix(pool[src]));
+    for (let src = 4; src < entropy.length; src++)
+      for (let dst = 0; dst < 4; dst++) pool[dst] = mix(pool[dst], hashmix(entropy[src]));
+    let hashB = INIT_B;
+    const words = [];
+    for (let i = 0; i < 8; i++) {
+      let v = (pool[i % 4] ^ hashB) >>> 0;
+      hashB = Math.imul(hashB, MULT_B) >>> 0;
+      v = Math.imul(v, hashB) >>> 0;
+      words.push((v ^ (v >>> 16)) >>> 0);
+    }
+    return [0, 1, 2, 3].map((k) => BigInt(words[2 * k]) | (BigInt(words[2 * k + 1]) << 32n));
+  }
+
   function generator(seed) {
-    let a = seed >>> 0;
+    const [s0, s1, i0, i1] = seedSequenceState(seed);
+    const increment = ((((i0 << 64n) | i1) << 1n) | 1n) & MASK128;
+    let state = 0n;
+    const step = () => { state = (state * PCG_MULTIPLIER + increment) & MASK128; };
+    step();
+    state = (state + ((s0 << 64n) | s1)) & MASK128;
+    step();
     return function () {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+      step();
+      const rotation = state >> 122n;
+      const x = ((state >> 64n) ^ state) & MASK64;
+      const out = ((x >> rotation) | (x << ((64n - rotation) & 63n))) & MASK64;
+      return Number(out >> 11n) / 9007199254740992;
     };
   }
 
-  // logits -> temperature -> top-k -> softmax -> top-p, as charrnn.generate.sample does
+  // NumPy's sum of a float64 row: pairwise, eight running sums per block of up to 128
+  function pairwiseSum(a, begin, n) {
+    if (n < 8) {
+      let total = 0;
+      for (let i = 0; i < n; i++) total += a[begin + i];
+      return total;
+    }
+    if (n <= 128) {
+      const r = Array.from({ length: 8 }, (_, j) => a[begin + j]);
+      let i = 8;
+      for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[begin + i + j];
+      let total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+      for (; i < n; i++) total += a[begin + i];
+      return total;
+    }
+    let half = Math.floor(n / 2);
+    half -= half % 8;
+    return pairwiseSum(a, begin, half) + pairwiseSum(a, begin + half, n - half);
+  }
+
+  function normalise(probs) {
+    const total = 0 + pairwiseSum(probs, 0, probs.length);
+    for (let i = 0; i < probs.length; i++) probs[i] /= total;
+    return probs;
+  }
+
+  // logits -> temperature -> top-k -> softmax -> top-p, in float64, as charrnn.generate.sample does
   function distribution(logits, temperature, topK, topP) {
     const V = logits.length;
     let best = 0;
@@ -201,31 +272,29 @@
       const kth = [...z].sort((a, b) => b - a)[topK - 1];
       for (let i = 0; i < V; i++) if (z[i] < kth) z[i] = -Infinity;
     }
-    let total = 0;
-    for (let i = 0; i < V; i++) total += (probs[i] = Math.exp(z[i]));
-    for (let i = 0; i < V; i++) probs[i] /= total;
+    for (let i = 0; i < V; i++) probs[i] = Math.exp(z[i]);
+    normalise(probs);
     if (topP && topP < 1) {
       const order = [...probs.keys()].sort((a, b) => probs[b] - probs[a] || a - b);
-      let before = 0;
       const keep = new Uint8Array(V);
-      for (const i of order) {
-        if (before < topP) keep[i] = 1;
-        before += probs[i];
+      let through = 0;
+      for (const i of order) {  // the mass ranked above each token, as cumsum(ranked) - ranked
+        through += probs[i];
+        if (through - probs[i] < topP) keep[i] = 1;
       }
-      total = 0;
-      for (let i = 0; i < V; i++) total += (probs[i] = keep[i] ? probs[i] : 0);
-      for (let i = 0; i < V; i++) probs[i] /= total;
+      for (let i = 0; i < V; i++) if (!keep[i]) probs[i] = 0;
+      normalise(probs);
     }
     return probs;
   }
 
+  // One token by the inverse CDF, as NumPy draws it: the first whose cumulative sum exceeds u * total
   function draw(probs, random) {
-    const u = random();
+    const cdf = new Float64Array(probs.length);
     let cumulative = 0;
-    for (let i = 0; i < probs.length; i++) {
-      cumulative += probs[i];
-      if (u < cumulative) return i;
-    }
+    for (let i = 0; i < probs.length; i++) cdf[i] = cumulative += probs[i];
+    const u = random() * cdf[cdf.length - 1];
+    for (let i = 0; i < cdf.length; i++) if (cdf[i] > u) return i;
     return probs.length - 1;
   }
 
@@ -235,10 +304,7 @@
     const random = generator(settings.seed);
     const state = model.initialState();
     let ids = settings.prime ? model.encode(settings.prime) : [];
-    if (!ids.length) {
-      const newline = model.index.get("\n");
-      ids = [newline !== undefined ? newline : 0];
-    }
+    if (!ids.length) ids = [model.start];  // what a text begins after, as in charrnn sample
     for (const id of ids.slice(0, -1)) model.step(state, id);
     let current = ids[ids.length - 1];
     let produced = 0;

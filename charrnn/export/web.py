@@ -3,7 +3,9 @@
 The page is the static template `page.html` with three things filled in: the model's description,
 its parameters as JSON (each array base64 of little-endian float32, or float16 with
 `--float16` to halve the size), and `charrnn.js`, which steps every cell, encoding and depth the
-trainer supports and samples with temperature, top-k, top-p and a seed. Nothing is fetched.
+trainer supports and samples with temperature, top-k, top-p and a seed. It draws with NumPy's own
+generator and sums, so a seed gives the text `charrnn sample` gives (see `charrnn.js`). Nothing is
+fetched.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import importlib.resources
 import json
 
 import numpy as np
+
+from charrnn.generate.sample import encode_prime
 
 CONFIG_KEYS = ("cell", "nonlinearity", "hidden_size", "num_layers", "encoding", "bow_window", "embedding_dim")
 
@@ -29,7 +33,9 @@ def array_spec(value: np.ndarray, float16: bool) -> dict:
 def model_json(bundle, float16: bool = False) -> str:
     """The model as charrnn.js reads it: config, vocabulary and named parameter arrays."""
     config = {key: getattr(bundle.model.config, key) for key in CONFIG_KEYS}
-    vocab = {"level": bundle.vocab.level, "tokens": list(bundle.vocab.tokens), "unk_id": bundle.vocab.unk_id}
+    start, start_text, _ = encode_prime("", bundle.vocab)  # what a text begins after, as `charrnn sample` has it
+    vocab = {"level": bundle.vocab.level, "tokens": list(bundle.vocab.tokens), "unk_id": bundle.vocab.unk_id,
+             "start": int(start[-1]), "start_text": start_text}
     params = {name: array_spec(value, float16) for name, value in bundle.params.items()}
     return json.dumps({"config": config, "vocab": vocab, "params": params}, ensure_ascii=False)
 
