@@ -37,7 +37,12 @@ class ModelConfig:
     nonlinearity: str = "tanh"  # tanh | relu (rnn cell only)
     hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.0  # between layers, training only
+    dropout: float = 0.0  # between layers, a fresh mask at every step, training only
+    locked_dropout: float = 0.0  # between layers, one mask per sequence (variational, AWD-LSTM)
+    output_dropout: float = 0.0  # on the top layer's output, one mask per sequence
+    input_dropout: float = 0.0  # on an embedding input, one mask per sequence
+    embedding_dropout: float = 0.0  # whole tokens dropped per batch (embedding rows, or W_ih columns)
+    weight_drop: float = 0.0  # DropConnect on each layer's W_hh, one mask per batch
     bidirectional: bool = False  # sees the future: library use only, refused by `train`
     encoding: str = "onehot"  # onehot | bow | embedding
     embedding_dim: int = 64  # set from the file when pretrained_embeddings is given
@@ -83,6 +88,11 @@ class TrainConfig:
     threads: int = 0  # workers (threads or processes) on shards of the batch; 0: chosen by timing, see charrnn.training.layout
     step_products: str = "auto"  # batch_major | gate_major | packed (MKL): each step's W_hh product; auto: timed
     diverge_ratio: typing.Optional[float] = 3.0  # stop when a step's loss exceeds this x ln(vocab size); None: never
+    activation_penalty: float = 0.0  # AR: this x mean(h^2) of the top output (after output dropout)
+    temporal_penalty: float = 0.0  # TAR: this x mean((h_t - h_(t-1))^2) of the top output
+    average: str = "none"  # none | ema | tail: the weights eval, sample, serve and export use
+    average_decay: float = 0.999  # ema: the weight of the average so far at each step
+    average_start: float = 0.5  # the share of the run (max_steps or max_epochs) after which averaging begins
     init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters
     init_from_sha256: typing.Optional[str] = None  # the sha256 of that checkpoint (charrnn records it)
 
@@ -110,15 +120,19 @@ CHOICES = {
     "train.optimizer": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
     "train.lr_schedule": ("constant", "step", "cosine"),
     "train.step_products": ("auto", "batch_major", "gate_major", "packed"),
+    "train.average": ("none", "ema", "tail"),
 }
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.embedding_dim", "model.bow_window",
             "train.batch_size", "train.seq_len", "train.lr", "train.max_steps", "train.eval_every",
             "train.checkpoint_every", "train.log_every", "train.decay_every", "train.eps",
             "train.max_epochs", "train.eval_tokens", "train.patience", "train.diverge_ratio")
 NON_NEGATIVE = ("train.weight_decay", "train.clip_norm", "train.min_lr", "train.warmup_steps",
-                "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed", "train.threads")
-UNIT_INTERVAL = {"model.dropout": "[0, 1)", "train.alpha": "[0, 1)", "train.momentum": "[0, 1)",
-                 "train.decay_rate": "(0, 1]"}
+                "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed", "train.threads",
+                "train.activation_penalty", "train.temporal_penalty")
+UNIT_INTERVAL = {"model.dropout": "[0, 1)", "model.locked_dropout": "[0, 1)", "model.output_dropout": "[0, 1)",
+                 "model.input_dropout": "[0, 1)", "model.embedding_dropout": "[0, 1)", "model.weight_drop": "[0, 1)",
+                 "train.alpha": "[0, 1)", "train.momentum": "[0, 1)", "train.decay_rate": "(0, 1]",
+                 "train.average_decay": "(0, 1)", "train.average_start": "[0, 1)"}
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_CONFIG_BYTES = 1 << 20
 SYNONYMS = {"learning_rate": "lr", "lr_decay": "decay_rate", "learning_rate_decay": "decay_rate",
@@ -128,7 +142,10 @@ SYNONYMS = {"learning_rate": "lr", "lr_decay": "decay_rate", "learning_rate_deca
             "layers": "num_layers", "n_layers": "num_layers", "num_layer": "num_layers", "model": "cell",
             "rnn_type": "cell", "type": "cell", "grad_clip": "clip_norm", "clip": "clip_norm",
             "max_grad_norm": "clip_norm", "dropout_rate": "dropout", "activation": "nonlinearity",
-            "time": "max_time", "early_stopping": "patience", "epsilon": "eps", "beta": "betas"}
+            "time": "max_time", "early_stopping": "patience", "epsilon": "eps", "beta": "betas",
+            "dropconnect": "weight_drop", "wdrop": "weight_drop", "variational_dropout": "locked_dropout",
+            "dropouth": "locked_dropout", "dropouti": "input_dropout", "dropoute": "embedding_dropout",
+            "ar": "activation_penalty", "tar": "temporal_penalty", "ema": "average", "swa": "average"}
 
 
 def parse_duration(text) -> float:
@@ -333,6 +350,9 @@ def validate(config: Config):
         raise UserError(f"train.betas must be two numbers in [0, 1), not {betas!r}")
     if (config.model.pretrained_embeddings or config.model.freeze_embeddings) and config.model.encoding != "embedding":
         raise UserError("model.pretrained_embeddings and model.freeze_embeddings need model.encoding: embedding")
+    if config.model.input_dropout and config.model.encoding != "embedding":
+        raise UserError("model.input_dropout drops features of an embedding input, so it needs model.encoding: "
+                        "embedding; for one-hot or bag-of-words input, model.embedding_dropout drops whole tokens")
     train = config.train
     if train.max_steps is None and train.max_epochs is None and train.max_time is None:
         raise UserError("train.max_steps, train.max_epochs and train.max_time are all empty; set at least one "
@@ -341,3 +361,6 @@ def validate(config: Config):
         raise UserError(f"train.init_from_sha256 must be 64 hexadecimal digits, not {train.init_from_sha256!r}")
     if train.lr_schedule == "cosine" and train.max_steps is None and train.max_epochs is None:
         raise UserError("the cosine schedule decays over train.max_steps (or train.max_epochs); set one of them")
+    if train.average != "none" and train.max_steps is None and train.max_epochs is None:
+        raise UserError("train.average begins at train.average_start of train.max_steps (or train.max_epochs); "
+                        "set one of them")

@@ -99,11 +99,12 @@ def state_layout(state) -> dict:
     """The plain-data part of a training state, and how its arrays are grouped."""
     return {"params": list(state.params), "optimizer": list(state.optimizer),
             "arity": len(state.hidden.layers[0]), "layers": len(state.hidden.layers),
-            "rng": state.rng.bit_generator.state, "progress": asdict(state.progress)}
+            "rng": state.rng.bit_generator.state, "progress": asdict(state.progress),
+            "average": state.average is not None}
 
 
 def state_arrays(state) -> list:
-    return [*state.params.values(), *state.optimizer.values(),
+    return [*state.params.values(), *state.optimizer.values(), *(state.average or {}).values(),
             *(a for layer in state.hidden.layers for a in layer), state.hidden.history]
 
 
@@ -118,18 +119,18 @@ def received_state(layout: dict, arrays: list):
     arrays = arrays[len(params):]
     optimizer = dict(zip(layout["optimizer"], arrays))
     arrays = arrays[len(optimizer):]
+    average = dict(zip(layout["params"], arrays)) if layout["average"] else None
+    arrays = arrays[len(average or {}):]
     arity = layout["arity"]
     layers = [tuple(arrays[i * arity:(i + 1) * arity]) for i in range(layout["layers"])]
     rng = np.random.default_rng()
     rng.bit_generator.state = layout["rng"]
-    return TrainingState(params, optimizer, State(layers, arrays[-1]), rng, Progress(**layout["progress"]))
+    return TrainingState(params, optimizer, State(layers, arrays[-1]), rng, Progress(**layout["progress"]), average)
 
 
 def own_streams(state, comm, batch: int):
     """The state with the hidden state of this rank's streams only."""
-    from charrnn.training.parallel import select
-
-    return replace(state, hidden=select(state.hidden, comm.rows(batch)))
+    return replace(state, hidden=state.hidden.rows(comm.rows(batch)))
 
 
 def saving_whole(comm, save, batch: int):

@@ -158,10 +158,12 @@ def warn_about_changes(changes: list[str], config):
     """Warn of each resumed setting that bends the rest of the run away from the original one."""
     for change in changes:
         key = change.split(":")[0].split(".")[1]
-        cosine = config.train.lr_schedule == "cosine"
-        if key in HARMLESS_CHANGES or (key in ("max_steps", "max_epochs") and not cosine):
+        cosine, averaged = config.train.lr_schedule == "cosine", config.train.average != "none"
+        if key in HARMLESS_CHANGES or (key in ("max_steps", "max_epochs") and not (cosine or averaged)):
             continue
-        why = ("the cosine schedule's horizon moves with it, so the learning rate from here on changes"
+        moved = " and ".join(what for what, moves in (("the cosine schedule's horizon", cosine),
+                                                       ("the start of the weight average", averaged)) if moves)
+        why = (f"{moved} move{'s' if ' and ' not in moved else ''} with it, so the rest of the run changes"
                if key in ("max_steps", "max_epochs") else "the rest of the run differs from the original one")
         click.echo(f"warning: resuming with {change}: {why}", err=True)
 

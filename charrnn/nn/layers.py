@@ -52,8 +52,9 @@ def layer_backward(cell, weights, d_out, cache):
 
 
 def stack_forward(cell, params, inputs, states, num_layers: int, directions: int, masks):
-    """Run all layers. states: one tuple per (layer, direction); masks: one (T, B, D*H) dropout
-    mask per layer but the last, or None. -> top output (T, B, D*H), final states, cache."""
+    """Run all layers. states: one tuple per (layer, direction); masks: one dropout mask per layer
+    but the last, (T, B, D*H) or locked (1, B, D*H), or None. -> top output (T, B, D*H), final
+    states, cache."""
     finals, caches = [], []
     for layer in range(num_layers):
         outs = []

@@ -16,16 +16,18 @@ generating a token allocates nothing.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 
 from charrnn.config import ModelConfig
 from charrnn.errors import UserError
-from charrnn.nn import head
+from charrnn.nn import head, regularisers
 from charrnn.nn.cells import make_cell
-from charrnn.nn.encoders import BagEncoder, BagInput, EmbeddingEncoder
+from charrnn.nn.encoders import BagEncoder, BagInput, DenseInput, EmbeddingEncoder
 from charrnn.nn.layers import layer_weights, param_name, stack_backward, stack_forward
+from charrnn.nn.regularisers import Regularisation
 
 LINE_BYTES = 64  # a cache line
 
@@ -36,6 +38,16 @@ class State:
 
     layers: list[tuple[np.ndarray, ...]]
     history: np.ndarray
+
+    def rows(self, rows) -> State:
+        """The state of streams `rows` (a slice (a view), or an array of R indices (a copy)): (R, H) each."""
+        return State([tuple(a[rows] for a in layer) for layer in self.layers], self.history[:, rows])
+
+    @staticmethod
+    def joined(states: list[State]) -> State:
+        """States of several batches -> one batch, their streams in order."""
+        layers = [tuple(np.concatenate(parts) for parts in zip(*layer)) for layer in zip(*(s.layers for s in states))]
+        return State(layers, np.concatenate([s.history for s in states], axis=1))
 
 
 class RNNLM:
@@ -97,45 +109,59 @@ class RNNLM:
                   for _ in range(self.config.num_layers * self.directions)]
         return State(layers, self.encoder.initial_history(batch))
 
-    def dropout_masks(self, rng: np.random.Generator | None, T: int, B: int):
-        """Inverted-dropout masks (T, B, D*H) for the outputs of every layer but the last, or None."""
-        p = self.config.dropout
-        if rng is None or p == 0 or self.config.num_layers == 1:
-            return None
-        shape = (T, B, self.output_size)
-        return [(rng.random(shape) >= p).astype(self.dtype) / self.dtype.type(1 - p)
-                for _ in range(self.config.num_layers - 1)]
+    def regularisation(self, rng: np.random.Generator | None, T: int, B: int, activation_penalty: float = 0.0,
+                       temporal_penalty: float = 0.0) -> Regularisation | None:
+        """What one training step of T steps and B streams adds (see `charrnn.nn.regularisers`), or None."""
+        return None if rng is None else regularisers.draw(self, rng, T, B, activation_penalty, temporal_penalty)
 
-    def forward(self, params, tokens: np.ndarray, state: State, masks=None):
-        """tokens (T, B) -> (logits (T, B, V), final state, cache). `masks` from `dropout_masks`."""
-        inputs, history = self.encoder.encode(params, tokens, state.history)
-        top, finals, caches = stack_forward(self.cell, params, inputs, state.layers, self.config.num_layers,
-                                            self.directions, masks)
-        z = head.logits(top, params["head.weight"], params["head.bias"])
-        return z, State(finals, history), (tokens, top, caches, masks)
+    def forward(self, params, tokens: np.ndarray, state: State, reg: Regularisation | None = None):
+        """tokens (T, B) -> (logits (T, B, V), final state, cache). `reg` from `regularisation`:
+        the weights it masks, then its masks on the input, between layers and on the top output."""
+        weights = regularisers.masked_weights(params, reg, self.config.encoding, self.directions)
+        inputs, history = self.encoder.encode(weights, tokens, state.history)
+        if reg is not None and reg.inputs is not None:
+            inputs = DenseInput(inputs.x * reg.inputs)
+        top, finals, caches = stack_forward(self.cell, weights, inputs, state.layers, self.config.num_layers,
+                                            self.directions, reg.between if reg is not None else None)
+        dropped = top * reg.output if reg is not None and reg.output is not None else top
+        z = head.logits(dropped, params["head.weight"], params["head.bias"])
+        return z, State(finals, history), (tokens, top, dropped, caches, reg, weights)
 
-    def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
+    def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State,
+                       reg: Regularisation | None = None):
         """tokens, targets (T, B) -> (mean NLL in nats, grads by name, final state, d initial state).
 
-        The gradient of the loss with respect to the initial state is returned for checking; the
-        trainer carries the final state to the next chunk without gradient (truncated BPTT).
+        The gradients are those of the mean NLL plus `reg`'s penalties; the loss is the NLL alone,
+        comparable with validation. The gradient of the loss with respect to the initial state is
+        returned for checking; the trainer carries the final state to the next chunk without
+        gradient (truncated BPTT).
         """
-        nll, grads, final, d_states = self.nll_and_grads(params, tokens, targets, state, masks)
+        nll, grads, final, d_states = self.nll_and_grads(params, tokens, targets, state, reg)
         return float(np.mean(nll)), grads, final, d_states
 
-    def nll_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
-        """tokens, targets (T, B) -> (NLL of every target (T, B), grads of the mean NLL by name,
-        final state, d initial state), from one forward pass. The NLLs equal `token_nll`'s bit for bit."""
-        z, final, (tokens, top, caches, masks) = self.forward(params, tokens, state, masks)
+    def nll_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State,
+                      reg: Regularisation | None = None):
+        """tokens, targets (T, B) -> (NLL of every target (T, B), grads of the mean NLL (and `reg`'s
+        penalties) by name, final state, d initial state), from one forward pass. The NLLs equal
+        `token_nll`'s bit for bit."""
+        z, final, (tokens, top, dropped, caches, reg, weights) = self.forward(params, tokens, state, reg)
         T, B, V = z.shape
         nll, d_z = head.softmax_nll(z.reshape(T * B, V), targets.reshape(T * B))
-        flat_top = top.reshape(T * B, -1)
-        grads = {"head.weight": d_z.T @ flat_top, "head.bias": d_z.sum(axis=0)}
+        flat_dropped = dropped.reshape(T * B, -1)
+        grads = {"head.weight": d_z.T @ flat_dropped, "head.bias": d_z.sum(axis=0)}
         d_top = (d_z @ params["head.weight"]).reshape(T, B, -1)
-        layer_grads, d_inputs, d_states = stack_backward(self.cell, params, d_top, caches,
-                                                         self.config.num_layers, self.directions, masks)
+        if reg is not None and reg.output is not None:
+            d_top *= reg.output
+        if reg is not None and reg.penalised:
+            d_top += regularisers.activation_penalties(top, dropped, reg)[1]
+        layer_grads, d_inputs, d_states = stack_backward(self.cell, weights, d_top, caches,
+                                                         self.config.num_layers, self.directions,
+                                                         reg.between if reg is not None else None)
         grads.update(layer_grads)
-        grads.update(self.encoder.backward(params, tokens, d_inputs))
+        if reg is not None and reg.inputs is not None:
+            d_inputs = d_inputs * reg.inputs
+        grads.update(self.encoder.backward(weights, tokens, d_inputs))
+        regularisers.mask_weight_grads(grads, reg, self.config.encoding, self.directions)
         return nll.reshape(T, B), {name: grads[name] for name in params}, final, d_states
 
     def token_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State):
@@ -178,6 +204,13 @@ class Stepper:
 
     def reset(self, state: State):
         self.state = state
+
+    def resized(self, batch: int) -> Stepper:
+        """A stepper for `batch` streams from zeros, sharing these prepared weights (the server's
+        batch grows and shrinks between steps: preparing, and packing, happen once)."""
+        other = copy.copy(self)
+        other.batch, other.steps, other.state = batch, 0, self.model.initial_state(batch)
+        return other
 
     def allocate(self, T: int):
         """Buffers and input products for reads of T steps."""

@@ -1,7 +1,9 @@
 """Checkpoints: one `.npz` of named arrays plus a JSON metadata entry, never pickle.
 
 Layout: `param/<name>` (the model, under the core's PyTorch-style names), `optim/<key>` (the
-optimizer state), `state/<i>` (the hidden state carried between steps) and `meta`, the UTF-8
+optimizer state), `state/<i>` (the hidden state carried between steps), with `train.average`
+`average/<name>` (the averaged weights, which eval, sample and export use once averaging has
+begun: `Checkpoint.model_params`), and `meta`, the UTF-8
 bytes of a JSON object with the format version, config, vocabulary, progress, RNG state and a
 sha256 over every array and the rest of the metadata. Writes go through `files.atomic_writer`,
 so a crash at any moment leaves the previous file whole; non-finite values are never written.
@@ -41,12 +43,19 @@ class Checkpoint:
     optimizer: dict[str, np.ndarray]
     hidden: list[np.ndarray]
     meta: dict
+    average: dict[str, np.ndarray] | None = None  # the averaged weights, with train.average
+
+    @property
+    def model_params(self) -> dict[str, np.ndarray]:
+        """The weights to use the model by: the average once training began it, else the parameters."""
+        return self.average if self.average is not None and self.meta["progress"].get("averaged") else self.params
 
 
 def arrays_of(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
     arrays = {f"param/{k}": v for k, v in checkpoint.params.items()}
     arrays.update({f"optim/{k}": v for k, v in checkpoint.optimizer.items()})
     arrays.update({f"state/{i}": v for i, v in enumerate(checkpoint.hidden)})
+    arrays.update({f"average/{k}": v for k, v in (checkpoint.average or {}).items()})
     return arrays
 
 
@@ -144,9 +153,11 @@ def read_archive(archive: zipfile.ZipFile, path: Path, layout: Callable[[dict], 
         raise UserError(f"{path} fails its checksum (it was changed or damaged); use another checkpoint or train again")
     if not all_finite(arrays.values()):
         refuse(path, "non-finite values")
+    average = {k[len("average/"):]: v for k, v in arrays.items() if k.startswith("average/")}
     return Checkpoint({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
                       {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")},
-                      [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))], meta)
+                      [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))], meta,
+                      average or None)
 
 
 def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...] | None,

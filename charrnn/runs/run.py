@@ -80,7 +80,7 @@ def checkpoint_of(state: TrainingState, config: Config, vocab: Vocabulary, data_
     meta = {"config": config.to_dict(), "vocab": json.loads(vocab.to_json()), "data": str(data_dir.resolve()),
             "progress": asdict(state.progress),
             "rng": state.rng.bit_generator.state, "hidden_arity": len(state.hidden.layers[0])}
-    return checkpoint.Checkpoint(state.params, state.optimizer, hidden, meta)
+    return checkpoint.Checkpoint(state.params, state.optimizer, hidden, meta, state.average)
 
 
 def state_of(saved: checkpoint.Checkpoint) -> TrainingState:
@@ -91,7 +91,7 @@ def state_of(saved: checkpoint.Checkpoint) -> TrainingState:
     rng = np.random.default_rng()
     rng.bit_generator.state = saved.meta["rng"]
     return TrainingState(saved.params, saved.optimizer, State(layers, saved.hidden[-1]), rng,
-                         progress_of(saved.meta))
+                         progress_of(saved.meta), saved.average)
 
 
 class RunDirectory:
@@ -179,8 +179,9 @@ def find_checkpoint(target: Path) -> Path:
 
 
 def load_model(target: Path) -> tuple[RNNLM, dict[str, np.ndarray], Vocabulary, dict]:
-    """(model, params, vocabulary, meta) from a run directory or checkpoint file."""
+    """(model, params, vocabulary, meta) from a run directory or checkpoint file; the params are
+    the averaged weights where training averaged them (`Checkpoint.model_params`)."""
     saved = read_checkpoint(find_checkpoint(target))
     config = config_of(saved.meta)
     vocab = vocabulary_of(saved.meta)
-    return RNNLM(config.model, vocab.size), saved.params, vocab, saved.meta
+    return RNNLM(config.model, vocab.size), saved.model_params, vocab, saved.meta

@@ -88,6 +88,8 @@ def checkpoint_layout(meta: dict) -> Layout:
     optimizer = make_optimizer(config.train).state_layout(
         {k[len("param/"):]: v for k, v in params.items()})
     layout = {**params, **{f"optim/{k}": v for k, v in optimizer.items()}}
+    if config.train.average != "none":
+        layout.update({f"average/{k[len('param/'):]}": v for k, v in params.items()})
     batch, hidden = config.train.batch_size, config.model.hidden_size
     count = config.model.num_layers * model.directions * model.cell.arity
     layout.update({f"state/{i}": ((batch, hidden), model.dtype) for i in range(count)})

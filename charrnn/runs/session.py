@@ -104,8 +104,8 @@ class Session:
         source's weights over, see `charrnn.training.finetune`; its optimizer state starts fresh)."""
         if self.saved is None:
             state = trainer.initial_state()
-            if self.init is not None:
-                state.params = grow(self.init.params, state.params, len(self.init.meta["vocab"]["tokens"]))
+            if self.init is not None:  # from the weights the source is used by (its average, where it has one)
+                state.params = grow(self.init.model_params, state.params, len(self.init.meta["vocab"]["tokens"]))
             if self.vectors is not None:
                 table = state.params["embedding.weight"]
                 table[self.vectors.ids] = self.vectors.rows.astype(table.dtype)
@@ -113,6 +113,9 @@ class Session:
         state = state_of(self.saved)
         if self.saved.meta["config"]["train"]["optimizer"] != trainer.cfg.optimizer:
             state.optimizer = trainer.optimizer.init(state.params)  # a new optimizer starts from zero state
+        if (trainer.cfg.average == "none") != (state.average is None):  # averaging turned on or off on resuming
+            state.average = {k: v.copy() for k, v in state.params.items()} if trainer.cfg.average != "none" else None
+            state.progress.averaged = 0
         return state
 
 

@@ -22,6 +22,11 @@ What it guarantees at the edges:
   extra evaluation, so nobody waits for a pass over a large validation split.
 Only `max_time` depends on the wall clock; every other stopping rule is exact across resumes.
 
+With `train.average`, each step after `average_start` of the run is folded into an average of
+the weights (an exponential moving average, or the plain mean of those steps); validation, the
+probe before a save, `best` and every use of the model (eval, sample, serve, export) take the
+average, and training continues from the parameters themselves.
+
 With several processes (`comm`, see `charrnn.training.distributed`) every process runs this loop on its
 own streams. Every decision is taken from values that are the same on every process: the
 combined loss and gradients, rank 0's clock, and stop requests, which are sampled at each step's
@@ -60,6 +65,7 @@ class Progress:
     last_val: float | None = None
     patience_best: float | None = None  # the best of the scheduled evaluations only
     evals_since_best: int = 0  # scheduled evaluations since patience_best improved
+    averaged: int = 0  # steps folded into the weight average (train.average)
 
 
 @dataclass
@@ -69,6 +75,27 @@ class TrainingState:
     hidden: State
     rng: np.random.Generator
     progress: Progress = field(default_factory=Progress)
+    average: dict[str, np.ndarray] | None = None  # the averaged weights, with train.average
+
+    @property
+    def model_params(self) -> dict[str, np.ndarray]:
+        """The weights the model is judged and used by: the average once it has begun, else the parameters."""
+        return self.average if self.average is not None and self.progress.averaged else self.params
+
+
+def update_average(average: dict[str, np.ndarray], params: dict[str, np.ndarray], kind: str, decay: float,
+                   count: int):
+    """Fold the parameters in, in place: `ema`, avg <- decay * avg + (1 - decay) * params, from the
+    parameters themselves at the first step; `tail`, the running mean of the `count` steps so far
+    (Polyak averaging, as averaged SGD does over the last part of training)."""
+    for name, value in params.items():
+        if count == 1:
+            np.copyto(average[name], value)
+        elif kind == "ema":
+            average[name] *= decay
+            average[name] += (1 - decay) * value
+        else:
+            average[name] += (value - average[name]) / count
 
 
 class Trainer:
@@ -89,10 +116,18 @@ class Trainer:
         self.frozen = ("embedding.weight",) if config.model.freeze_embeddings else ()
 
     def initial_state(self) -> TrainingState:
-        """Fresh parameters and optimizer state from the seed, with the hidden state of the whole batch."""
+        """Fresh parameters and optimizer state from the seed, with the hidden state of the whole batch
+        (and, with train.average, the average it will hold, not yet begun)."""
         rng = np.random.default_rng(self.cfg.seed)
         params = self.model.init_params(rng)
-        return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng)
+        average = {k: v.copy() for k, v in params.items()} if self.cfg.average != "none" else None
+        return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng,
+                             average=average)
+
+    @property
+    def average_from(self) -> int:
+        """The step after which each step is folded into the average."""
+        return int(self.cfg.average_start * self.horizon)
 
     def will_time_layout(self) -> bool:
         """Whether `choose_layout` without a known choice times anything (tens of seconds for a large model)."""
@@ -152,8 +187,9 @@ class Trainer:
             if progress.position == 0:
                 state.hidden = self.sharded.own_initial_state()
             x, y = self.batcher.batch(progress.position)
-            masks = self.model.dropout_masks(state.rng, cfg.seq_len, cfg.batch_size)
-            loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, masks)
+            reg = self.model.regularisation(state.rng, cfg.seq_len, cfg.batch_size, cfg.activation_penalty,
+                                            cfg.temporal_penalty)
+            loss, grads, final = self.sharded.loss_and_grads(state.params, x, y, state.hidden, reg)
             loss, grads, progress.elapsed, requested = self.sharded.combine(
                 loss, grads, progress.elapsed + time.perf_counter() - clock, should_stop())
             clock = time.perf_counter()
@@ -166,6 +202,9 @@ class Trainer:
             self.optimizer.step(trainable, grads, state.optimizer, lr)
             state.hidden = final
             progress.step += 1
+            if state.average is not None and progress.step > self.average_from:
+                progress.averaged += 1
+                update_average(state.average, state.params, cfg.average, cfg.average_decay, progress.averaged)
             progress.tokens += x.shape[0] * cfg.batch_size  # the whole batch, whichever streams are read here
             progress.position += 1
             if progress.position == self.batcher.steps_per_epoch:
@@ -206,13 +245,13 @@ class Trainer:
         position = state.progress.position
         hidden = self.sharded.own_initial_state() if position == 0 else state.hidden
         x, y = self.batcher.batch(position)
-        return self.sharded.mean_nll(state.params, x, y, hidden)
+        return self.sharded.mean_nll(state.model_params, x, y, hidden)
 
     def save(self, state: TrainingState, names: tuple[str, ...]) -> str | None:
         """Hand the state to the caller's `save` if it passes the probe (skipped when a validation of
         the same parameters already passed); else the failure, unsaved."""
         step = state.progress.step
-        if not all_finite([*state.params.values(), *state.optimizer.values()]):
+        if not all_finite([*state.params.values(), *state.optimizer.values(), *(state.average or {}).values()]):
             return self.judge(math.nan, step)
         if self.checked_step != step and (failure := self.judge(self.probe(state), step)):
             return failure
@@ -227,7 +266,7 @@ class Trainer:
         if len(self.val_tokens) < 2:
             return self.save(state, ("best",))
         streams = max(1, min(self.cfg.batch_size, (len(self.val_tokens) - 1) // self.cfg.seq_len))
-        loss = self.sharded.score(state.params, self.val_tokens, streams, chunk=256).nats_per_token
+        loss = self.sharded.score(state.model_params, self.val_tokens, streams, chunk=256).nats_per_token
         if failure := self.judge(loss, progress.step):
             return failure
         self.checked_step = progress.step

@@ -28,6 +28,7 @@ import numpy as np
 from charrnn import signals
 from charrnn.compute.blas import OpenBLAS
 from charrnn.nn.model import RNNLM, State, Stepper
+from charrnn.nn.regularisers import Regularisation, mask_weight_grads, masked_weights
 from charrnn.nn.scoring import Score, score
 from charrnn.training import worker_processes
 from charrnn.training.distributed import REQUESTS, Solo
@@ -45,15 +46,6 @@ def shard_slices(batch: int, workers: int) -> list[slice]:
     """Contiguous, nearly equal batch ranges, at most one per stream."""
     bounds = np.linspace(0, batch, min(workers, batch) + 1).round().astype(int)
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def select(state: State, rows: slice) -> State:
-    return State([tuple(s[rows] for s in layer) for layer in state.layers], state.history[:, rows])
-
-
-def concatenate(states: list[State]) -> State:
-    layers = [tuple(np.concatenate(parts) for parts in zip(*layer)) for layer in zip(*(s.layers for s in states))]
-    return State(layers, np.concatenate([s.history for s in states], axis=1))
 
 
 class ShardedModel:
@@ -154,19 +146,25 @@ class ShardedModel:
             results = list(self.pool.map(in_worker, slices))
         return results, [(s.stop - s.start) / whole for s in slices]
 
-    def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks=None):
-        """tokens, targets (T, b) and state of this process's b streams, dropout masks (T, batch, D*H)
-        of the whole batch -> this process's part of the mean loss and its gradients (the whole of
-        them in a single process), and its streams' final state."""
-        if masks is not None:
-            masks = [m[:, self.rows] for m in masks]
+    def loss_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State,
+                       reg: Regularisation | None = None):
+        """tokens, targets (T, b) and state of this process's b streams, the batch's regularisation
+        (masks over the whole batch, see `charrnn.nn.regularisers`) -> this process's part of the mean
+        loss and its gradients (the whole of them in a single process), and its streams' final state.
+        Weight masks are applied once here, for every shard, and their gradients masked once after."""
+        encoding, directions = self.model.config.encoding, self.model.directions
+        weights = masked_weights(params, reg, encoding, directions)
+        own = reg.rows(self.rows).without_weight_masks() if reg is not None else None
         if self.processes is not None and len(shard_slices(tokens.shape[1], self.workers)) == self.processes.count:
-            return self.loss_and_grads_in_processes(params, tokens, targets, state, masks)
+            loss, grads, final = self.loss_and_grads_in_processes(weights, tokens, targets, state, own)
+        else:
+            loss, grads, final = self.loss_and_grads_in_threads(weights, tokens, targets, state, own)
+        return loss, mask_weight_grads(grads, reg, encoding, directions), final
 
+    def loss_and_grads_in_threads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, reg):
         def shard(rows):
-            shard_masks = [m[:, rows] for m in masks] if masks is not None else None
             loss, grads, final, _ = self.model.loss_and_grads(params, tokens[:, rows], targets[:, rows],
-                                                              select(state, rows), shard_masks)
+                                                              state.rows(rows), reg.rows(rows) if reg else None)
             share = (rows.stop - rows.start) / self.batch
             if share != 1.0:  # weighted here, in the worker, so that the workers do it side by side
                 for gradient in grads.values():
@@ -181,17 +179,16 @@ class ShardedModel:
         for _, others, _ in results[1:]:
             for name in params:
                 grads[name] += others[name]
-        return loss, grads, concatenate([r[2] for r in results])
+        return loss, grads, State.joined([r[2] for r in results])
 
-    def loss_and_grads_in_processes(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, masks):
+    def loss_and_grads_in_processes(self, params, tokens: np.ndarray, targets: np.ndarray, state: State, reg):
         """`loss_and_grads` with the shards in the worker processes: the same numbers."""
         slices = shard_slices(tokens.shape[1], self.workers)
         shares = [(rows.stop - rows.start) / self.batch for rows in slices]
-        shards = [(tokens[:, rows], targets[:, rows], select(state, rows),
-                   [m[:, rows] for m in masks] if masks is not None else None, share)
+        shards = [(tokens[:, rows], targets[:, rows], state.rows(rows), reg.rows(rows) if reg else None, share)
                   for rows, share in zip(slices, shares)]
         losses, grads, finals = self.processes.loss_and_grads(params, shards)
-        return sum(share * loss for share, loss in zip(shares, losses)), grads, concatenate(finals)
+        return sum(share * loss for share, loss in zip(shares, losses)), grads, State.joined(finals)
 
     def combine(self, loss: float, grads: dict[str, np.ndarray], elapsed: float, request: str | None):
         """This process's part of the loss and gradients, its clock (seconds trained) and stop
@@ -242,8 +239,8 @@ class ShardedModel:
     def token_nll(self, params, tokens: np.ndarray, targets: np.ndarray, state: State):
         """As RNNLM.token_nll: (NLL (T, B), final state)."""
         results, _ = self.map(lambda rows: self.model.token_nll(params, tokens[:, rows], targets[:, rows],
-                                                                select(state, rows)), tokens.shape[1])
-        return np.concatenate([r[0] for r in results], axis=1), concatenate([r[1] for r in results])
+                                                                state.rows(rows)), tokens.shape[1])
+        return np.concatenate([r[0] for r in results], axis=1), State.joined([r[1] for r in results])
 
     def stepper(self, params, batch: int) -> ShardedStepper:
         """For scoring `batch` streams read on chunk after chunk: see `ShardedStepper`."""

@@ -8,7 +8,7 @@ twentieth to a fifth of an LSTM step (H = 512 to 128). Forked processes do not w
 
 The parameters reach the workers, and each worker's weighted gradients come back, through
 anonymous shared memory mapped before the fork (nothing is named, so nothing can be left
-behind); a shard's tokens, state and dropout masks go out, and its loss and final state come
+behind); a shard's tokens, state and regularisation (its dropout masks) go out, and its loss and final state come
 back, through a pipe. The parent sums the gradients in the order the threads sum theirs, so the
 results are the same to the bit. Workers ignore stop signals (the parent decides, see
 `charrnn.signals`), and exit when the parent closes them, or ends, or if it is killed.
@@ -72,10 +72,10 @@ def serve(model, params: dict, grads: dict, connection, inherited: list):
             return
         if request is None:
             return
-        tokens, targets, state, masks, share, errors = request
+        tokens, targets, state, reg, share, errors = request
         try:
             with np.errstate(**errors):
-                loss, shard_grads, final, _ = model.loss_and_grads(params, tokens, targets, state, masks)
+                loss, shard_grads, final, _ = model.loss_and_grads(params, tokens, targets, state, reg)
                 for name, gradient in shard_grads.items():
                     np.multiply(gradient, share, out=grads[name])
             reply = ("done", loss, final)
@@ -145,7 +145,7 @@ class WorkerProcesses:
         atexit.unregister(self.finalizer)
 
     def loss_and_grads(self, params: dict[str, np.ndarray], shards: list[tuple]):
-        """params, and one (tokens (T, b), targets (T, b), state, masks or None, share) per worker ->
+        """params, and one (tokens (T, b), targets (T, b), state, regularisation or None, share) per worker ->
         ([loss of each shard], the shares' weighted gradients summed, [final state of each shard])."""
         for name, value in params.items():
             np.copyto(self.params[name], value)

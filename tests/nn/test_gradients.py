@@ -17,6 +17,7 @@ from charrnn.config import ModelConfig
 from charrnn.nn.head import token_nll
 from charrnn.nn.layers import layer_weights
 from charrnn.nn.model import RNNLM
+from charrnn.nn.regularisers import activation_penalties
 
 V, T, B = 5, 3, 2
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
@@ -53,7 +54,7 @@ def kink_margin(model, params, tokens, state):
     """The smallest |pre-activation| of a ReLU network: finite differences need it far from 0."""
     if model.config.nonlinearity != "relu":
         return np.inf
-    _, _, (_, _, caches, _) = model.forward(params, tokens, state)
+    _, _, (_, _, _, caches, _, _) = model.forward(params, tokens, state)
     margin = np.inf
     for k, (inputs, buf, reverse) in enumerate(caches):
         layer, direction = divmod(k, model.directions)
@@ -74,19 +75,21 @@ def random_case(model, seed):
     return rng, params, tokens, targets, state
 
 
-def gradient_errors(config, masks_from_seed=None, products="batch_major"):
+def gradient_errors(config, masks_from_seed=None, products="batch_major", penalties=(0.0, 0.0)):
     model = RNNLM(config, V, products)
     seed = 7
     rng, params, tokens, targets, state = random_case(model, seed)
     while kink_margin(model, params, tokens, state) < 10 * STEP:  # ReLU is checked away from its kink
         seed += 1
         rng, params, tokens, targets, state = random_case(model, seed)
-    masks = model.dropout_masks(np.random.default_rng(masks_from_seed), T, B) if masks_from_seed is not None else None
-    mean_loss, grads, _, d_states = model.loss_and_grads(params, tokens, targets, state, masks)
+    reg = model.regularisation(np.random.default_rng(masks_from_seed), T, B, *penalties) \
+        if masks_from_seed is not None else None
+    mean_loss, grads, _, d_states = model.loss_and_grads(params, tokens, targets, state, reg)
 
-    def summed_loss():
-        z, _, _ = model.forward(params, tokens, state, masks)
-        return token_nll(z.reshape(T * B, V), targets.reshape(-1)).sum()
+    def summed_loss():  # the objective, times T * B: the NLL and the penalties
+        z, _, (_, top, dropped, *_) = model.forward(params, tokens, state, reg)
+        penalty = activation_penalties(top, dropped, reg)[0] if reg is not None and reg.penalised else 0.0
+        return token_nll(z.reshape(T * B, V), targets.reshape(-1)).sum() + penalty * T * B
 
     errors = {}
     for name, array in params.items():
@@ -118,6 +121,30 @@ def test_backward_matches_finite_differences(cell, encoding, layers, bidirection
 def test_backward_with_a_fixed_dropout_mask_matches_finite_differences(cell):
     config = ModelConfig(cell=cell, hidden_size=3, num_layers=3, dropout=0.4, dtype="float64")
     errors = gradient_errors(config, masks_from_seed=3)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+REGULARISERS = {
+    "locked dropout between layers": dict(locked_dropout=0.4),
+    "locked output dropout": dict(output_dropout=0.4),
+    "locked input dropout": dict(input_dropout=0.4, encoding="embedding", embedding_dim=3),
+    "weight drop": dict(weight_drop=0.4),
+    "embedding dropout, one-hot": dict(embedding_dropout=0.4),
+    "embedding dropout, bag of words": dict(embedding_dropout=0.4, encoding="bow", bow_window=2),
+    "embedding dropout, embedding": dict(embedding_dropout=0.4, encoding="embedding", embedding_dim=3),
+    "all at once, bidirectional": dict(dropout=0.2, locked_dropout=0.3, output_dropout=0.3, weight_drop=0.3,
+                                       embedding_dropout=0.3, input_dropout=0.3, encoding="embedding",
+                                       embedding_dim=3, bidirectional=True),
+}
+
+
+@pytest.mark.parametrize("regulariser", list(REGULARISERS) + ["AR and TAR", "AR and TAR with output dropout"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_regulariser_with_its_masks_fixed_matches_finite_differences(cell, regulariser):
+    settings = REGULARISERS.get(regulariser, dict(output_dropout=0.4) if "output" in regulariser else {})
+    config = ModelConfig(cell=cell, hidden_size=3, num_layers=2, dtype="float64", **settings)
+    penalties = (2.0, 1.0) if "TAR" in regulariser else (0.0, 0.0)
+    errors = gradient_errors(config, masks_from_seed=5, penalties=penalties)
     assert max(errors.values()) < TOLERANCE, errors
 
 

@@ -143,11 +143,44 @@ def test_bag_of_words_averages_the_trailing_window():
 
 def test_dropout_masks_are_inverted_and_only_between_layers():
     model = RNNLM(ModelConfig(hidden_size=50, num_layers=3, dropout=0.25), 5)
-    masks = model.dropout_masks(np.random.default_rng(0), 20, 8)
-    assert len(masks) == 2
+    masks = model.regularisation(np.random.default_rng(0), 20, 8).between
+    assert len(masks) == 2 and masks[0].shape == (20, 8, 50)
     assert set(np.unique(masks[0])) == {0.0, np.float32(1 / 0.75)}
     assert abs((masks[0] == 0).mean() - 0.25) < 0.02
-    assert model.dropout_masks(None, 20, 8) is None
+    assert model.regularisation(None, 20, 8) is None
+    assert RNNLM(ModelConfig(hidden_size=50, num_layers=3), 5).regularisation(np.random.default_rng(0), 20, 8) is None
+
+
+def test_each_mask_is_drawn_where_the_paper_draws_it():
+    config = ModelConfig(cell="gru", hidden_size=40, num_layers=3, locked_dropout=0.3, output_dropout=0.4,
+                         weight_drop=0.5, embedding_dropout=0.2, encoding="embedding", embedding_dim=30,
+                         input_dropout=0.1)
+    model = RNNLM(config, 50)
+    reg = model.regularisation(np.random.default_rng(0), 20, 8, activation_penalty=2.0)
+    assert [m.shape for m in reg.between] == [(1, 8, 40), (1, 8, 40)]  # one mask per sequence, every step alike
+    assert reg.output.shape == (1, 8, 40) and reg.inputs.shape == (1, 8, 30)
+    assert set(reg.weight_hh) == {"rnn.weight_hh_l0", "rnn.weight_hh_l1", "rnn.weight_hh_l2"}
+    assert reg.weight_hh["rnn.weight_hh_l1"].shape == (120, 40)  # one mask per batch on W_hh
+    assert reg.tokens.shape == (50,) and reg.activation_penalty == 2.0
+    for mask, p in ((reg.between[0], 0.3), (reg.output, 0.4), (reg.weight_hh["rnn.weight_hh_l0"], 0.5)):
+        assert set(np.unique(mask)) == {0.0, np.float32(1 / (1 - p))}
+    assert abs((reg.weight_hh["rnn.weight_hh_l0"] == 0).mean() - 0.5) < 0.05
+    shard = reg.rows(slice(2, 5))
+    assert shard.between[0].shape == (1, 3, 40) and shard.weight_hh is reg.weight_hh
+
+
+def test_the_regularisers_leave_evaluation_alone():
+    config = ModelConfig(cell="lstm", hidden_size=16, num_layers=2, locked_dropout=0.5, output_dropout=0.5,
+                         weight_drop=0.5, embedding_dropout=0.5)
+    model = RNNLM(config, 11)
+    params = model.init_params(np.random.default_rng(0))
+    tokens = np.random.default_rng(1).integers(0, 11, (6, 3))
+    plain = RNNLM(ModelConfig(cell="lstm", hidden_size=16, num_layers=2), 11)
+    np.testing.assert_array_equal(model.forward(params, tokens, model.initial_state(3))[0],
+                                  plain.forward(params, tokens, plain.initial_state(3))[0])
+    reg = model.regularisation(np.random.default_rng(2), 6, 3)
+    assert not np.array_equal(model.forward(params, tokens, model.initial_state(3), reg)[0],
+                              plain.forward(params, tokens, plain.initial_state(3))[0])
 
 
 def test_bidirectional_model_cannot_step():

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from charrnn.runs import checkpoint
 from charrnn.errors import UserError
+from charrnn.runs import checkpoint
 
 F64 = np.dtype(np.float64)
 

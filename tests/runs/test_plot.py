@@ -6,8 +6,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from charrnn.extras import install_command
 from charrnn.cli import cli
+from charrnn.extras import install_command
 from charrnn.runs.plot import curves
 
 

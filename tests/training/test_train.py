@@ -60,6 +60,53 @@ def test_a_stopped_and_resumed_run_ends_identical_to_an_uninterrupted_one(corpus
     assert meta["progress"]["step"] == 14 and meta["progress"]["tokens"] == 14 * 8 * 4
 
 
+REGULARISED = ["--set", "model.locked_dropout=0.2", "--set", "model.output_dropout=0.2",
+               "--set", "model.weight_drop=0.3", "--set", "model.embedding_dropout=0.1", "--set", "train.activation_penalty=1",
+               "--set", "train.temporal_penalty=1", "--set", "train.average_start=0"]
+
+
+@pytest.mark.parametrize("average", ["ema", "tail"])
+def test_a_regularised_and_averaged_run_resumes_bit_for_bit_and_is_used_by_its_average(corpus_file, tmp_path,
+                                                                                       average):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    settings = [*TINY, *REGULARISED, "--set", f"train.average={average}", "--set", "train.average_decay=0.9"]
+    assert train(corpus_file, "--out", whole, "--max-steps", 14, *settings).exit_code == 0
+    assert train(corpus_file, "--out", parts, "--max-steps", 5, *settings).exit_code == 0
+    assert train(corpus_file, "--out", parts, "--max-steps", 14, "--resume", *settings).exit_code == 0
+    a, b = runs.read_checkpoint(whole / "last.npz"), runs.read_checkpoint(parts / "last.npz")
+    for name in a.params:
+        assert np.array_equal(a.params[name], b.params[name]) and np.array_equal(a.average[name], b.average[name])
+    assert a.meta["progress"]["averaged"] == 14
+    assert not np.array_equal(a.average["head.weight"], a.params["head.weight"])
+    _, used, _, _ = runs.load_model(whole / "last.npz")
+    assert all(used[k] is a.average[k] or np.array_equal(used[k], a.average[k]) for k in used)
+
+
+def test_averages_are_an_ema_or_the_plain_mean_of_the_steps_folded_in():
+    from charrnn.training.loop import update_average
+
+    steps = [{"w": np.array([float(v)])} for v in (4, 8, 16)]
+    for kind, expected in (("ema", 0.5 * (0.5 * 4 + 0.5 * 8) + 0.5 * 16), ("tail", (4 + 8 + 16) / 3)):
+        average = {"w": np.zeros(1)}
+        for count, params in enumerate(steps, start=1):
+            update_average(average, params, kind, 0.5, count)
+        assert average["w"][0] == pytest.approx(expected)
+
+
+def test_averaging_begins_at_its_share_of_the_run_and_can_be_turned_on_when_resuming(corpus_file, tmp_path):
+    run = tmp_path / "run"
+    assert train(corpus_file, "--out", run, "--max-steps", 10, *TINY, "--set", "train.average=tail",
+                 "--set", "train.average_start=0.6").exit_code == 0
+    assert runs.read_checkpoint(run / "last.npz").meta["progress"]["averaged"] == 4  # steps 7 to 10
+    plain = tmp_path / "plain"
+    assert train(corpus_file, "--out", plain, "--max-steps", 4, *TINY).exit_code == 0
+    resumed = train(corpus_file, "--out", plain, "--max-steps", 8, "--resume", *TINY, "--set", "train.average=ema",
+                    "--set", "train.average_start=0")
+    assert resumed.exit_code == 0, resumed.output
+    saved = runs.read_checkpoint(plain / "last.npz")
+    assert saved.meta["progress"]["averaged"] == 4 and saved.average is not None
+
+
 @pytest.mark.parametrize("layout", ["gate_major", pytest.param("packed", marks=pytest.mark.skipif(
     mkl_products() is None, reason="packed step products need the mkl extra"))])
 def test_the_step_products_layout_is_recorded_and_a_resumed_run_keeps_it(corpus_file, tmp_path, layout):

@@ -23,11 +23,12 @@ BATCH = 6
 def sharded_step(dropout: float = 0.0, dtype: str = "float32", products: str = "batch_major"):
     """A two-worker ShardedModel of a small stacked LSTM (step products laid out as `products`),
     its parameters, a batch and dropout masks."""
-    config = ModelConfig(cell="lstm", hidden_size=8, num_layers=2, dropout=dropout, dtype=dtype)
+    config = ModelConfig(cell="lstm", hidden_size=8, num_layers=2, dropout=dropout, dtype=dtype,
+                         locked_dropout=dropout, output_dropout=dropout, weight_drop=dropout, embedding_dropout=dropout)
     model = RNNLM(config, 7)
     params = model.init_params(np.random.default_rng(0))
     tokens, targets = np.random.default_rng(1).integers(0, 7, (2, 5, BATCH))
-    masks = model.dropout_masks(np.random.default_rng(2), 5, BATCH) if dropout else None
+    masks = model.regularisation(np.random.default_rng(2), 5, BATCH, 1.0, 1.0) if dropout else None
     sharded = ShardedModel(model, 2, BATCH, step_products=products)
     if sharded.workers == 1:
         pytest.skip("the BLAS thread count cannot be set here, so training does not shard")
