@@ -100,3 +100,28 @@ def full_disk(directory: Path, size_kb: int):
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+class Served:
+    """`charrnn serve RUN --port 0 FLAGS` in a process of its own; `url` once it listens, `stop` to end it."""
+
+    def __init__(self, run: Path, *flags, env=None):
+        import re
+
+        self.process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0", *flags],
+                                        stderr=subprocess.PIPE, text=True, env=env)
+        line = self.process.stderr.readline()
+        while line.startswith("warning:"):
+            self.warning = line
+            line = self.process.stderr.readline()
+        match = re.search(r"at (http://[^ ]+/) ", line)
+        assert match, line + self.process.stderr.read()
+        self.url = match[1].rstrip("/")
+
+    def stop(self, signum=None):
+        import signal
+
+        self.process.send_signal(signum or signal.SIGTERM)
+        rest = self.process.stderr.read()
+        self.process.wait(timeout=30)
+        return self.process.returncode, rest

@@ -1,9 +1,13 @@
-"""`python -m charrnn.bench.serve RUN`: requests/s and latency of `charrnn serve` under concurrent clients.
+"""`python -m charrnn.bench.serve RUN [RUN ...]`: tokens/s and latency of `charrnn serve` under
+concurrent clients, with continuous batching and without it, side by side in one run.
 
-Starts `charrnn serve RUN` on a free port, then for 1, 8 and 32 concurrent clients sends
-`/v1/generate` requests of `--length` tokens (each with its own seed, not streamed) for
-`--seconds` each, after one warm-up request, and reports the completed requests per second
-and the 50th and 99th percentile latency from request to full answer.
+For each run and each way of serving (`batched`: the default, every request in flight one row of
+one batch; `alone`: `--max-batch 0`, each request a batch of its own on the worker threads, as
+before batching), starts `charrnn serve` on a free port, then for each count of concurrent
+clients sends `/v1/generate` requests of `--length` tokens (each with its own seed, not
+streamed) for `--seconds`, after a warm-up request, and reports the completed requests per
+second, tokens per second and the 50th and 99th percentile latency from request to answer. The
+clients run in this process, on the same machine: they take CPU time from the server too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 
 from charrnn.compute.allocator import keep_freed_memory
 from charrnn.compute.machine import describe
+
+MODES = {"batched": [], "alone": ["--max-batch", "0"]}
 
 
 async def load(url: str, clients: int, seconds: float, length: int) -> list[float]:
@@ -36,37 +42,45 @@ async def load(url: str, clients: int, seconds: float, length: int) -> list[floa
             latencies.append(time.perf_counter() - begin)
             seed += 1
 
-    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients + 4)) as http:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
         await http.post(url + "/v1/generate", json={"length": length})
         await asyncio.gather(*(client(http, i) for i in range(clients)))
     return latencies
 
 
+def serve(run: str, mode: str) -> tuple[subprocess.Popen, str]:
+    server = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", run, "--port", "0", "--max-concurrent", "1024",
+                               "--max-length", "100000", *MODES[mode]], stderr=subprocess.PIPE, text=True)
+    return server, re.search(r"at (http://[^ ]+)/ ", server.stderr.readline())[1]
+
+
 def main():
     keep_freed_memory()  # as the charrnn command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="run directory or checkpoint to serve")
-    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("runs", nargs="+", help="run directories or checkpoints to serve")
+    parser.add_argument("--clients", default="1,8,32,128")
+    parser.add_argument("--modes", default="batched,alone", help="batched, alone, or both (the default)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--length", type=int, default=200)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", args.run, "--port", "0"],
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        url = re.search(r"at (http://[^ ]+)/ ", server.stderr.readline())[1]
-        print(f"# charrnn bench_serve: {args.run}; {describe()}; /v1/generate of {args.length} tokens, "
-              f"{args.seconds:g} s per row\n")
-        print("| clients | requests/s | tokens/s | p50 latency ms | p99 latency ms |")
-        print("|---|---|---|---|---|")
+    print(f"# charrnn bench serve: {describe()}; /v1/generate of {args.length} tokens, {args.seconds:g} s per row\n")
+    for run in args.runs:
+        print(f"\n{run}\n")
+        print("| clients | serving | requests/s | tokens/s | p50 latency ms | p99 latency ms |")
+        print("|---|---|---|---|---|---|")
         for clients in map(int, args.clients.split(",")):
-            begin = time.perf_counter()
-            latencies = asyncio.run(load(url, clients, args.seconds, args.length))
-            rate = len(latencies) / (time.perf_counter() - begin)
-            p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-            print(f"| {clients} | {rate:.1f} | {rate * args.length:,.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
-    finally:
-        server.terminate()
-        server.wait()
+            for mode in args.modes.split(","):
+                server, url = serve(run, mode)
+                try:
+                    begin = time.perf_counter()
+                    latencies = asyncio.run(load(url, clients, args.seconds, args.length))
+                    rate = len(latencies) / (time.perf_counter() - begin)
+                    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+                    print(f"| {clients} | {mode} | {rate:.1f} | {rate * args.length:,.0f} | {p50:.0f} | {p99:.0f} |",
+                          flush=True)
+                finally:
+                    server.terminate()
+                    server.wait()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.generate.sample import log_softmax_rows, primed_stepper, rows_of
+from charrnn.generate.sample import log_softmax_rows, primed_stepper
 from charrnn.generate.stops import StopScanner
 
 
@@ -59,27 +59,27 @@ def beam_search(model, params, vocab, prime: np.ndarray, length: int, width: int
         if greedy is None:
             greedy_logprob += logp[K, best]
         rows = np.append(parents, K)
-        state = rows_of(stepper.state, rows)
+        state = stepper.state.rows(rows)
         scanners = [copy.copy(scanners[p]) for p in parents] + [scanners[K]]
         for b, token in enumerate(tokens):
             if np.isfinite(scores[b]):
                 scanners[b].feed(vocab.tokens[token])
                 if scanners[b].stopped:
                     finished.append(Hypothesis(scanners[b].text, float(scores[b]), t + 1, "stop",
-                                               rows_of(state, np.array([b])), int(token)))
+                                               state.rows(np.array([b])), int(token)))
                     scores[b] = -np.inf
         if greedy is None:
             scanners[K].feed(vocab.tokens[best])
             if scanners[K].stopped:
-                greedy = Hypothesis(scanners[K].text, greedy_logprob, t + 1, "stop", rows_of(state, np.array([K])),
+                greedy = Hypothesis(scanners[K].text, greedy_logprob, t + 1, "stop", state.rows(np.array([K])),
                                     best)
         stepper.reset(state)
         current = np.append(tokens, best)
         if not np.isfinite(scores).any() and greedy is not None:
             break
-    alive = [Hypothesis(scanners[b].text, float(scores[b]), length, "length", rows_of(stepper.state, np.array([b])),
+    alive = [Hypothesis(scanners[b].text, float(scores[b]), length, "length", stepper.state.rows(np.array([b])),
                         int(current[b])) for b in range(K) if np.isfinite(scores[b])]
     if greedy is None:
-        greedy = Hypothesis(scanners[K].text, greedy_logprob, length, "length", rows_of(stepper.state, np.array([K])),
+        greedy = Hypothesis(scanners[K].text, greedy_logprob, length, "length", stepper.state.rows(np.array([K])),
                             int(current[K]))
     return max([*finished, *alive, greedy], key=lambda h: h.mean_logprob)

@@ -18,21 +18,14 @@ it is run.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
 import numpy as np
 
 from charrnn.generate.beam import beam_search
-from charrnn.generate.sample import (
-    SamplingSettings,
-    SettingError,
-    encode_prime,
-    log_softmax_rows,
-    primed_stepper,
-    token_stream,
-)
-from charrnn.generate.stops import StopScanner
+from charrnn.generate.jobs import Sample, SamplingJob, settings_of, step_jobs
+from charrnn.generate.sample import SamplingSettings, SettingError, encode_prime, primed_stepper
 from charrnn.user_text import invalid_at
 
 
@@ -108,17 +101,6 @@ class GenerationRequest:
 
 
 @dataclass
-class Sample:
-    """One result: `text` is the prime as shown plus `completion`."""
-
-    text: str
-    completion: str
-    mean_logprob: float  # nats per generated token under the untempered model
-    tokens: int
-    finish_reason: str  # "length" or "stop"
-
-
-@dataclass
 class Context:
     """Where one stream stands in a conversation: its state, and its last token, not yet read."""
 
@@ -155,43 +137,21 @@ class Generation:
             yield from self.sample()
 
     def sample(self) -> Iterator[list[tuple[int, str]]]:
-        request = self.request
-        streams, plain = request.streams, request.sampling == SamplingSettings()
+        """Draw the request's samples as one job (`charrnn.generate.jobs`), the batch its own."""
         start = self.context.state if self.context is not None else None
-        stepper, current = primed_stepper(self.model, self.params, self.prime_ids, streams, start)
-        tokens = np.array(self.vocab.tokens, dtype=object)
-        scanners = [StopScanner(request.stop) for _ in range(streams)] if request.stop else None
-        drawn = np.empty((request.length, streams), dtype=np.int64)
-        logprob, counts = np.zeros(streams), np.zeros(streams, dtype=np.int64)
-        running, rows = np.ones(streams, dtype=bool), np.arange(streams)
-        draws = token_stream(stepper, current, request.sampling, np.random.default_rng(request.seed))
-        for t, (current, logits, probs) in zip(range(request.length), draws):
-            drawn[t] = current
-            # the untempered log-probability; plain sampling's own distribution is that already
-            chosen = np.log(probs[rows, current]) if plain else log_softmax_rows(logits)[rows, current]
-            logprob += np.where(running, chosen, 0.0)
-            counts += running
-            if scanners is None:
-                shown = list(enumerate(tokens[current].tolist()))
-            else:
-                shown = [(i, scanners[i].feed(tokens[current[i]])) for i in np.flatnonzero(running)]
-                running = np.array([not scanner.stopped for scanner in scanners])
-            if self.streaming and (shown := [(i, text) for i, text in shown if text]):
-                yield shown
-            if not running.any():
-                break
-        if scanners is None:
-            texts = ["".join(tokens[drawn[:n, i]].tolist()) for i, n in enumerate(counts)]
-            stopped = np.zeros(streams, dtype=bool)
-        else:
-            if self.streaming and (rest := [(i, text) for i, s in enumerate(scanners) if (text := s.release())]):
-                yield rest
-            texts, stopped = [s.text for s in scanners], ~running
-        results = [Sample(self.shown_prime + text, text, float(lp / max(1, n)), int(n),
-                          "stop" if stop else "length") for text, lp, n, stop in zip(texts, logprob, counts, stopped)]
-        if request.best_of is not None:
-            groups = [results[i: i + request.best_of] for i in range(0, streams, request.best_of)]
-            results = [max(group, key=lambda r: r.mean_logprob) for group in groups]
+        stepper, current = primed_stepper(self.model, self.params, self.prime_ids, self.request.streams, start)
+        job = SamplingJob(self.request, np.array(self.vocab.tokens, dtype=object))
+        settings, plain = settings_of([job])
+        while not job.finished:
+            current, (pieces,) = step_jobs(stepper.step(current), [job], settings, plain)
+            if self.streaming and pieces:
+                yield pieces
+        rest, results = job.finish()
+        if self.streaming and rest:
+            yield rest
+        results = [replace(r, text=self.shown_prime + r.text) for r in results]
+        if self.request.best_of is not None:
+            results = [results[i] for i in job.best_of(results)]
             yield [(i, r.completion) for i, r in enumerate(results) if r.completion]
         self.samples = results
         if self.context is not None:

@@ -44,35 +44,77 @@ class SamplingSettings:
 
 def next_token_probabilities(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
     """logits (B, V) -> the tempered, truncated distribution (B, V) in float64."""
+    return row_probabilities(logits, *RowSettings.of([settings], [len(logits)]))
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """The sampling settings of each row of a batch, as arrays: temperature (B,), top_k (B,) with
+    0 for none, top_p (B,) with 1 for none; so rows of many requests are drawn in one pass."""
+
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+
+    @classmethod
+    def of(cls, settings: list[SamplingSettings], rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(temperature, top_k, top_p) for `rows[i]` rows of each `settings[i]`, in order."""
+        return (np.repeat([s.temperature for s in settings], rows).astype(np.float64),
+                np.repeat([s.top_k or 0 for s in settings], rows).astype(np.int64),
+                np.repeat([1.0 if s.top_p is None else s.top_p for s in settings], rows).astype(np.float64))
+
+
+def row_probabilities(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+    """logits (B, V) and each row's settings (B,) -> each row's tempered, truncated distribution
+    (B, V) in float64. Every operation is row by row, so a row's distribution is the same
+    whatever else is in the batch: greedy rows (temperature 0 or top-k 1) are one-hot at their
+    argmax; others are shifted by their maximum, divided by their temperature (unless 1), cut
+    to their k largest, normalised, and cut to the smallest set whose mass reaches p."""
     z = logits.astype(np.float64)
-    if settings.temperature == 0 or settings.top_k == 1:
-        probs = np.zeros_like(z)
-        probs[np.arange(len(z)), z.argmax(axis=1)] = 1.0
+    B, V = z.shape
+    probs = np.zeros_like(z)
+    greedy = (temperature == 0) | (top_k == 1)
+    if greedy.any():
+        probs[np.flatnonzero(greedy), z[greedy].argmax(axis=1)] = 1.0
+    rest = np.flatnonzero(~greedy)
+    if len(rest) == 0:
         return probs
+    z = z[rest]
     z -= z.max(axis=1, keepdims=True)
-    if settings.temperature != 1:
+    tempered = temperature[rest] != 1
+    if tempered.any():
         with np.errstate(over="ignore"):  # (z - max) / tiny T -> -inf for all but the maximum: fine
-            z /= settings.temperature
-    if settings.top_k is not None and settings.top_k < z.shape[1]:
-        kth = np.partition(z, -settings.top_k, axis=1)[:, -settings.top_k][:, None]
-        z = np.where(z >= kth, z, -np.inf)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
-    if settings.top_p is not None and settings.top_p < 1:
-        order = np.argsort(-probs, axis=1, kind="stable")
-        ranked = np.take_along_axis(probs, order, axis=1)
+            z[tempered] /= temperature[rest][tempered][:, None]
+    cut = (top_k[rest] > 0) & (top_k[rest] < V)
+    if cut.any():
+        kth = np.sort(z[cut], axis=1)[np.arange(cut.sum()), V - top_k[rest][cut]][:, None]  # the k-th largest
+        z[cut] = np.where(z[cut] >= kth, z[cut], -np.inf)
+    part = np.exp(z)
+    part /= part.sum(axis=1, keepdims=True)
+    nucleus = top_p[rest] < 1
+    if nucleus.any():
+        chosen = part[nucleus]
+        order = np.argsort(-chosen, axis=1, kind="stable")
+        ranked = np.take_along_axis(chosen, order, axis=1)
         before = np.cumsum(ranked, axis=1) - ranked  # mass of the tokens ranked above each one
-        keep = np.zeros_like(probs, dtype=bool)
-        np.put_along_axis(keep, order, before < settings.top_p, axis=1)  # the smallest set reaching p
-        probs = np.where(keep, probs, 0.0)
-        probs /= probs.sum(axis=1, keepdims=True)
+        keep = np.zeros_like(chosen, dtype=bool)
+        np.put_along_axis(keep, order, before < top_p[rest][nucleus][:, None], axis=1)  # the smallest set reaching p
+        chosen = np.where(keep, chosen, 0.0)
+        chosen /= chosen.sum(axis=1, keepdims=True)
+        part[nucleus] = chosen
+    probs[rest] = part
     return probs
 
 
 def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """probs (B, V) -> one token per row (B,), by inverse CDF with one uniform per row."""
+    return draw_rows(probs, rng.random((len(probs), 1)))
+
+
+def draw_rows(probs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """probs (B, V), uniforms (B, 1) in [0, 1) -> the token whose CDF interval holds each (B,)."""
     cdf = np.cumsum(probs, axis=1)
-    u = rng.random((len(probs), 1)) * cdf[:, -1:]
+    u = uniforms * cdf[:, -1:]
     return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
 
 
@@ -118,14 +160,7 @@ def primed_stepper(model, params, prime: np.ndarray, streams: int, state=None):
 
 def repeat_state(state, streams: int):
     """One stream's state (each array (1, H); history (K-1, 1)) -> the same for `streams` streams."""
-    return rows_of(state, np.zeros(streams, dtype=np.int64))
-
-
-def rows_of(state, rows: np.ndarray):
-    """The state of streams `rows` (R,) of a batch, copied: each array (R, H), history (K-1, R)."""
-    from charrnn.nn.model import State
-
-    return State([tuple(a[rows] for a in layer) for layer in state.layers], state.history[:, rows])
+    return state.rows(np.zeros(streams, dtype=np.int64))
 
 
 def token_stream(stepper, current: np.ndarray, settings: SamplingSettings,

@@ -2,12 +2,15 @@
 history, Ctrl-C that clears the line without losing the conversation, Ctrl-D that leaves, and
 settings changed with the rules and limits of `charrnn sample`'s flags, said plainly."""
 
+import fcntl
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -22,13 +25,19 @@ class Terminal:
     """`charrnn ARGS` on a pseudo-terminal of its own (its controlling terminal, so Ctrl-C is SIGINT)."""
 
     def __init__(self, *args, grace=None):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.environ["TERM"] = "xterm"
-            launch = ["-m", "charrnn"] if grace is None else \
-                ["-c", f"import sys; from charrnn import signals; signals.GRACE_SECONDS = {grace}; sys.argv[0] = "
-                       f"'charrnn'; from charrnn.launch import main; main()"]
-            os.execv(sys.executable, [sys.executable, *launch, *map(str, args)])
+        launch = ["-m", "charrnn"] if grace is None else \
+            ["-c", f"import sys; from charrnn import signals; signals.GRACE_SECONDS = {grace}; sys.argv[0] = "
+                   f"'charrnn'; from charrnn.launch import main; main()"]
+        self.fd, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a terminal's size, not 0 x 0
+        # spawned without Python in the child (no preexec_fn: a fork of this threaded process could hang in
+        # an at-fork handler of a library a test imported); util-linux's setsid makes the terminal the
+        # child's controlling one, so that Ctrl-C is SIGINT
+        self.process = subprocess.Popen(["setsid", "--ctty", sys.executable, *launch, *map(str, args)],
+                                        stdin=terminal, stdout=terminal, stderr=terminal,
+                                        env={**os.environ, "TERM": "xterm"})
+        os.close(terminal)
+        self.pid = self.process.pid
         self.seen = b""
 
     def expect(self, text: str, timeout: float = 30) -> str:
@@ -48,18 +57,29 @@ class Terminal:
     def send(self, keys: str):
         os.write(self.fd, keys.encode())
 
+    def interrupt(self):
+        """Ctrl-C, once readline is back waiting for keys: CPython's readline waits in select() with
+        no wake-up for a signal that lands just before it (the instant after it echoed a key), so
+        such a Ctrl-C acts at the next key; a person cannot type that fast, a test can."""
+        time.sleep(0.2)
+        self.send("\x03")
+
+    def leave(self):
+        """Ctrl-D at the prompt, once readline waits for keys (see `interrupt`)."""
+        time.sleep(0.2)
+        self.send("\x04")
+
     def exit_code(self, timeout: float = 30) -> int:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                return os.waitstatus_to_exitcode(status)
+            if (code := self.process.poll()) is not None:
+                return code
             if select.select([self.fd], [], [], 0.02)[0]:
                 try:
                     os.read(self.fd, 4096)
                 except OSError:  # the terminal's other end closed as the child left
                     pass
-        os.kill(self.pid, 9)
+        self.process.kill()
         raise AssertionError("the prompt did not leave")
 
 
@@ -68,11 +88,8 @@ def terminal(trained_run):
     session = Terminal("sample", trained_run, "-i", "--length", 12, "--seed", 3, "--temperature", 0)
     session.expect("Ctrl-D to leave")
     yield session
-    try:
-        os.kill(session.pid, 9)
-        os.waitpid(session.pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+    session.process.kill()
+    session.process.wait()
     os.close(session.fd)
 
 
@@ -86,7 +103,7 @@ def test_the_prompt_edits_lines_recalls_history_and_leaves_on_ctrl_d(terminal):
     terminal.expect("JULIET")
     second = terminal.expect("> ")
     assert first.strip() and second.strip() and "^[[A" not in first + second
-    terminal.send("\x04")
+    terminal.leave()
     assert terminal.exit_code() == 0
 
 
@@ -94,14 +111,16 @@ def test_ctrl_c_at_the_prompt_clears_the_line_and_keeps_the_conversation(termina
     terminal.expect("> ")
     terminal.send("half a line")
     terminal.expect("half a line")
-    terminal.send("\x03")  # Ctrl-C: the line is dropped, the prompt comes back
+    terminal.interrupt()  # Ctrl-C: the line is dropped, the prompt comes back
     terminal.expect("> ")
     terminal.send("/settings\r")
     shown = terminal.expect("> ")
     assert "/length 12" in shown and "/temperature 0" in shown and "/seed 3" in shown
-    terminal.send("\x03")
+    terminal.send("y")
+    terminal.expect("y")
+    terminal.interrupt()
     terminal.expect("> ")
-    terminal.send("\x04")
+    terminal.leave()
     assert terminal.exit_code() == 0
 
 
@@ -109,14 +128,17 @@ def test_a_ctrl_c_at_the_prompt_leaves_no_timer_that_ends_the_session_later(trai
     session = Terminal("sample", trained_run, "-i", "--length", 5, "--seed", 1, grace=1)
     try:
         session.expect("> ")
-        session.send("\x03")
+        session.send("x")
+        session.expect("x")
+        session.interrupt()
         session.expect("> ")
         time.sleep(2)  # past the grace a stop signal's safety net would allow
         session.send("ROMEO\r")
         session.expect("> ")
-        session.send("\x04")
+        session.leave()
         assert session.exit_code() == 0
     finally:
+        session.process.kill()
         os.close(session.fd)
 
 
@@ -129,7 +151,8 @@ def test_settings_are_said_plainly_and_keep_the_flags_limits(terminal):
         terminal.expect("> ")
         terminal.send(line + "\r")
         terminal.expect(said)
-    terminal.send("\x04")
+    terminal.expect("> ")
+    terminal.leave()
     assert terminal.exit_code() == 0
 
 
@@ -167,5 +190,5 @@ def test_only_the_main_thread_takes_stop_signals(terminal):
     stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
     assert masks.pop(terminal.pid) & stop == 0
     assert all(mask & stop == stop for mask in masks.values()), masks
-    terminal.send("\x04")
+    terminal.leave()
     assert terminal.exit_code() == 0

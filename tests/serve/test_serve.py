@@ -5,39 +5,21 @@ in a real headless Chromium."""
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.extras import install_command
-from conftest import assert_one_line_failure, charrnn
+from conftest import Served, assert_one_line_failure, charrnn
 
 httpx = pytest.importorskip("httpx", reason="the test extra is not installed: pip install -e '.[test]'")
-
-
-class Served:
-    def __init__(self, run: Path, *flags):
-        self.process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0", *flags],
-                                        stderr=subprocess.PIPE, text=True)
-        line = self.process.stderr.readline()
-        match = re.search(r"at (http://[^ ]+/) ", line)
-        assert match, line + self.process.stderr.read()
-        self.url = match[1].rstrip("/")
-
-    def stop(self, signum=signal.SIGTERM):
-        self.process.send_signal(signum)
-        rest = self.process.stderr.read()
-        self.process.wait(timeout=30)
-        return self.process.returncode, rest
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +57,8 @@ def test_it_binds_localhost_and_says_where(server):
 
 
 def test_health_and_model(server, trained_run):
-    assert httpx.get(server.url + "/healthz").json() == {"status": "ok", "active_generations": 0}
+    health = httpx.get(server.url + "/healthz").json()
+    assert health["status"] == "ok" and health["active_generations"] == 0 and health["auth"] is False
     info = httpx.get(server.url + "/v1/model").json()
     assert info["model"]["hidden_size"] == 24 and info["training"]["step"] == 30
     assert info["vocab_size"] == len(info["vocabulary"]) and info["limits"]["length"] == 100000
@@ -271,3 +254,30 @@ def test_the_playground_generates_and_scores_in_a_browser(server, trained_run, b
     assert browser.save_screenshot(str(tmp_path / "playground.png"))
     if shot := os.environ.get("CHARRNN_SCREENSHOT"):  # to look at it: CHARRNN_SCREENSHOT=shot.png pytest -k playground
         shutil.copy(tmp_path / "playground.png", shot)
+
+
+@needs_browser
+def test_the_playground_asks_for_the_key_of_a_server_that_needs_one(trained_run, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    keyed = Served(trained_run, "--api-key", "open-sesame")
+    try:
+        browser.get(keyed.url + "/")
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "key_label").is_displayed())
+        assert "API key" in browser.find_element(By.ID, "about").text
+        browser.find_element(By.ID, "api_key").send_keys("open-sesame")
+        for name, value in (("prime", "ROMEO:"), ("seed", "3"), ("length", "40")):
+            field = browser.find_element(By.ID, name)
+            field.clear()
+            field.send_keys(value)
+        browser.find_element(By.ID, "generate").click()
+        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                         == "done")
+        shown = browser.execute_script("return document.getElementById('output').textContent")
+        assert shown == sampled(trained_run, 3, 40, "--prime", "ROMEO:", "--temperature", 0.8)["samples"][0]["text"]
+        assert browser.save_screenshot(str(tmp_path / "keyed.png"))
+        if shot := os.environ.get("CHARRNN_SCREENSHOT_KEYED"):
+            shutil.copy(tmp_path / "keyed.png", shot)
+    finally:
+        keyed.stop()
