@@ -13,7 +13,7 @@ FLOORS = [
     {"compute", "files"},  # the hardware and libraries; writing files safely
     {"data", "nn"},  # text to ids; the model
     {"training", "generate"},  # uses of the model: learning it, drawing text from it
-    {"score", "runs"},  # eval (uses training's shards); the run directory (written by training)
+    {"score", "runs", "inspect"},  # eval (uses training's shards); the run directory; what the cells learned
     {"export", "serve", "bench"},  # above the core
     {"cli"},  # parses and delegates
     {"launch", "__main__"},  # the entry point

@@ -4,7 +4,7 @@ Open `group.py` first (how every failure ends in one line), then the command you
 (`train.py`, `sample.py`, ...); `console.py` is what training prints, `ranks.py` its MPI side.
 """
 
-from charrnn.cli import evaluate, export, plot, prepare, sample, serve, train  # noqa: F401  (registers the commands)
+from charrnn.cli import evaluate, export, inspect, plot, prepare, sample, serve, train  # noqa: F401  (registers the commands)
 from charrnn.cli.group import cli
 
 __all__ = ["cli"]

@@ -140,13 +140,16 @@ class RNNLM:
         return float(np.mean(nll)), grads, final, d_states
 
     def nll_and_grads(self, params, tokens: np.ndarray, targets: np.ndarray, state: State,
-                      reg: Regularisation | None = None):
+                      reg: Regularisation | None = None, weights_of: np.ndarray | None = None):
         """tokens, targets (T, B) -> (NLL of every target (T, B), grads of the mean NLL (and `reg`'s
         penalties) by name, final state, d initial state), from one forward pass. The NLLs equal
-        `token_nll`'s bit for bit."""
+        `token_nll`'s bit for bit. With `weights_of` (T, B), the grads are those of the weighted
+        sum of the NLLs instead (the loss at one position alone, for `charrnn.inspect.memory`)."""
         z, final, (tokens, top, dropped, caches, reg, weights) = self.forward(params, tokens, state, reg)
         T, B, V = z.shape
         nll, d_z = head.softmax_nll(z.reshape(T * B, V), targets.reshape(T * B))
+        if weights_of is not None:
+            d_z *= (weights_of.reshape(T * B, 1) * (T * B)).astype(d_z.dtype)
         flat_dropped = dropped.reshape(T * B, -1)
         grads = {"head.weight": d_z.T @ flat_dropped, "head.bias": d_z.sum(axis=0)}
         d_top = (d_z @ params["head.weight"]).reshape(T, B, -1)
@@ -228,8 +231,9 @@ class Stepper:
         self.logit_rows = rows(self.logits)
         self.steps = T
 
-    def read(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens (T, B) -> logits (T, B, V) for the token after each (a buffer, overwritten by the next read)."""
+    def read(self, tokens: np.ndarray, logits: bool = True) -> np.ndarray | None:
+        """tokens (T, B) -> logits (T, B, V) for the token after each (a buffer, overwritten by the next
+        read); with `logits` False, only the state moves on (no head product) and None is returned."""
         if len(tokens) != self.steps:
             self.allocate(len(tokens))
         states = self.state.layers
@@ -249,6 +253,8 @@ class Stepper:
             if index:
                 projection.affine(rows(out), bias, xw_rows)
             out, states[index] = self.cell.read(xw, states[index], prepared, buf)
+        if not logits:
+            return None
         self.head.affine(rows(out), self.params["head.bias"], self.logit_rows)
         return self.logits
 

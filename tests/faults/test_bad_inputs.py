@@ -198,6 +198,36 @@ CASES = {
     "plot no records yet": (["plot", "norecords", "-o", "x.png"], "holds no records yet"),
     "plot unknown format": (["plot", "run", "-o", "curve.xyz"], "cannot write .xyz"),
     "plot missing run": (["plot", "missing-run"], "does not exist"),
+    # inspect (the trained run is a 2 x 24 LSTM)
+    "inspect nothing given": (["inspect", "run"], "either TEXT"),
+    "inspect text and split": (["inspect", "run", "corpus.txt", "--split", "val"], "either TEXT"),
+    "inspect empty file": (["inspect", "run", "empty.txt"], "nothing to inspect"),
+    "inspect one character": (["inspect", "run", "one.txt"], "nothing to inspect"),
+    "inspect only unknown characters": (["inspect", "run", "unknown.txt"], "4 unknown"),
+    "inspect strict with unknowns": (["inspect", "run", "unknown.txt", "--strict"], "not in the vocabulary"),
+    "inspect not utf-8": (["inspect", "run", "latin1.txt"], "not valid utf-8"),
+    "inspect fifo": (["inspect", "run", "pipe"], "FIFO"),
+    "inspect missing run": (["inspect", "missing-run", "corpus.txt"], "no such run directory"),
+    "inspect regex that does not compile": (["inspect", "run", "corpus.txt", "--feature", "open=[ab"],
+                                            "does not compile"),
+    "inspect feature without a name": (["inspect", "run", "corpus.txt", "--feature", "[ab]"], "NAME=REGEX"),
+    "inspect unknown layer": (["inspect", "run", "corpus.txt", "--html", "p.html", "--unit", "3:h:0"],
+                              "there is no layer 3"),
+    "inspect unknown kind": (["inspect", "run", "corpus.txt", "--html", "p.html", "--unit", "1:z:0"],
+                             "'z' is not a kind of a LSTM's values"),
+    "inspect unknown unit": (["inspect", "run", "corpus.txt", "--html", "p.html", "--unit", "1:h:24"],
+                             "there is no unit 24: units are 0 to 23"),
+    "inspect unit that is not a number": (["inspect", "run", "corpus.txt", "--html", "p.html", "--unit", "1:h:x"],
+                                          "LAYER:KIND:UNIT"),
+    "inspect page kind of another cell": (["inspect", "run", "corpus.txt", "--html", "p.html", "--page-kinds", "h,r"],
+                                          "r is not a kind"),
+    "inspect unit of a kind not on the page": (["inspect", "run", "corpus.txt", "--html", "p.html", "--unit", "1:f:0"],
+                                               "the page holds h, c, not f; add it to --page-kinds"),
+    "inspect unit without a page": (["inspect", "run", "corpus.txt", "--unit", "1:h:0"], "give --html"),
+    "inspect force without an output": (["inspect", "run", "corpus.txt", "--force"], "give --html, --states or --plot"),
+    "inspect max-chars 1": (["inspect", "run", "corpus.txt", "--max-chars", "1"], "--max-chars"),
+    "inspect page of an unknown format": (["inspect", "run", "corpus.txt", "--plot", "p.xyz", "-q"],
+                                          "cannot write .xyz"),
     # the group
     "unknown command": (["trian"], "no such command"),
 }
@@ -206,7 +236,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_bad_input_ends_in_one_line_and_leaves_nothing_behind(workspace, case):
     argv, fragment = CASES[case]
-    if case == "plot unknown format":
+    if case in ("plot unknown format", "inspect page of an unknown format"):
         pytest.importorskip("matplotlib")
     before = snapshot(workspace)
     result = CliRunner().invoke(cli, argv)

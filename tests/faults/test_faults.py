@@ -7,6 +7,7 @@ the randomised ones for many more iterations.
 
 import contextlib
 import json
+import os
 import random
 import re
 import signal
@@ -138,7 +139,9 @@ def test_a_full_disk_writing_a_page_or_a_plot_leaves_no_truncated_file(tmp_path,
     with full_disk(tmp_path / "disk", 16) as (disk, limit):
         page = charrnn("eval", trained_run, corpus, "--html", disk / "page.html", preexec_fn=limit)
         curve = charrnn("plot", trained_run, "-o", disk / "curve.png", preexec_fn=limit)
-        for result in (page, curve):
+        cells = charrnn("inspect", trained_run, corpus, "--html", disk / "cells.html", "--states", disk / "s.npz",
+                        preexec_fn=limit)
+        for result in (page, curve, cells):
             assert_one_line_failure(result.returncode, result.stderr)
         assert list(disk.iterdir()) == []
 
@@ -237,16 +240,20 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_last_consistent(tmp_path, prepa
         assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("command", ["prepare", "sample", "eval"])
-def test_sigterm_during_prepare_sample_or_eval_says_so_and_leaves_nothing(tmp_path, trained_run, command):
+@pytest.mark.parametrize("command", ["prepare", "sample", "eval", "inspect"])
+def test_sigterm_during_prepare_sample_eval_or_inspect_says_so_and_leaves_nothing(tmp_path, trained_run, command):
     big = tmp_path / "big.txt"
     big.write_text(SHAKESPEARE_LIKE * 10000)  # about 44 MB: prepare reads it twice
+    scratch = tmp_path / "scratch"  # the temporary folder, where inspect keeps --states as it reads
+    scratch.mkdir()
     args = {"prepare": ["prepare", big, "--out", tmp_path / "data", "--quiet"],
             "sample": ["sample", trained_run, "--length", "100000000", "--seed", "1", "--no-stream"],
-            "eval": ["eval", trained_run, big, "--quiet"]}[command]
+            "eval": ["eval", trained_run, big, "--quiet"],
+            "inspect": ["inspect", trained_run, big, "--max-chars", "5000000", "--html", tmp_path / "cells.html",
+                        "--states", tmp_path / "states.npz", "--quiet"]}[command]
     before = snapshot(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
     wait_for_handlers(process)
     if command == "prepare":  # signal while the splits are being written, the phase that must clean up
         deadline = time.time() + 20

@@ -22,7 +22,14 @@ FILE_WRITERS = {
     "export safetensors": lambda run, path: ["export", run, "-f", "safetensors", "-o", path],
     "eval --html": lambda run, path: ["eval", run, "corpus.txt", "--html", path, "-q"],
     "plot -o": lambda run, path: ["plot", run, "-o", path],
+    "inspect --html": lambda run, path: ["inspect", run, "corpus.txt", "--html", path, "-q"],
+    "inspect --states": lambda run, path: ["inspect", run, "corpus.txt", "--states", path, "-q"],
+    "inspect --plot": lambda run, path: ["inspect", run, "corpus.txt", "--plot", path, "-q"],
 }
+
+
+def needs_extra_of(writer):
+    pytest.importorskip("matplotlib" if "plot" in writer else "safetensors" if "safetensors" in writer else "json")
 
 
 def invoke(*argv):
@@ -87,7 +94,7 @@ KINDS = ["existing file", "symlink to a file", "dangling symlink", "fifo", "devi
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("writer", list(FILE_WRITERS))
 def test_a_path_that_exists_is_refused_and_left_as_it_was(place, writer, kind):
-    pytest.importorskip("matplotlib" if writer == "plot -o" else "safetensors" if "safetensors" in writer else "json")
+    needs_extra_of(writer)
     path = place / "out.png"
     fragment = make(kind, path, place)
     before, theirs = state(path), state(place / "mine.txt")
@@ -104,7 +111,7 @@ def test_a_path_that_exists_is_refused_and_left_as_it_was(place, writer, kind):
 
 @pytest.mark.parametrize("writer", list(FILE_WRITERS))
 def test_force_replaces_an_existing_regular_file(place, writer):
-    pytest.importorskip("matplotlib" if writer == "plot -o" else "safetensors" if "safetensors" in writer else "json")
+    needs_extra_of(writer)
     path = place / "out.png"
     path.write_text("an earlier output")
     result = invoke(*FILE_WRITERS[writer]("run", path), "--force")
@@ -115,7 +122,7 @@ def test_force_replaces_an_existing_regular_file(place, writer):
 @pytest.mark.parametrize("name", ["best.npz", "last.npz", "config.yaml", "vocab.json", "metrics.jsonl", "step-9.npz"])
 @pytest.mark.parametrize("writer", list(FILE_WRITERS))
 def test_a_file_of_a_run_is_never_replaced_even_with_force(place, writer, name):
-    pytest.importorskip("matplotlib" if writer == "plot -o" else "safetensors" if "safetensors" in writer else "json")
+    needs_extra_of(writer)
     path = place / "run" / name
     before = state(path)
     for extra in ([], ["--force"]):
@@ -127,7 +134,7 @@ def test_a_file_of_a_run_is_never_replaced_even_with_force(place, writer, name):
 
 @pytest.mark.parametrize("writer", list(FILE_WRITERS))
 def test_nothing_is_written_into_a_prepared_corpus(place, writer):
-    pytest.importorskip("matplotlib" if writer == "plot -o" else "safetensors" if "safetensors" in writer else "json")
+    needs_extra_of(writer)
     for name in ("train.bin", "meta.json", "new.html"):
         before = state(place / "data" / name)
         result = invoke(*FILE_WRITERS[writer]("run", place / "data" / name), "--force")
@@ -137,7 +144,7 @@ def test_nothing_is_written_into_a_prepared_corpus(place, writer):
 
 @pytest.mark.parametrize("writer", list(FILE_WRITERS))
 def test_a_missing_folder_is_named_as_the_user_gave_it(place, writer):
-    pytest.importorskip("matplotlib" if writer == "plot -o" else "safetensors" if "safetensors" in writer else "json")
+    needs_extra_of(writer)
     result = invoke(*FILE_WRITERS[writer]("run", "missing/dir/m.out"))
     assert_one_line_failure(result.exit_code, result.stderr, "missing/dir/m.out: the folder missing/dir does not exist")
     assert ".tmp" not in result.stderr and not (place / "missing").exists()
