@@ -24,7 +24,6 @@ exact).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import importlib.metadata
 import os
@@ -43,7 +42,9 @@ BELOW_AMX = frozenset({"COMPATIBLE", "SSE2", "SSE3", "SSSE3", "SSE4_1", "SSE4_2"
 
 
 def library_paths() -> list[str]:
-    """Candidate paths of MKL's single dynamic library, libmkl_rt: the `mkl` wheel's, then the system's."""
+    """Candidate paths of MKL's single dynamic library, libmkl_rt: the `mkl` wheel's, then the bare
+    names, which the dynamic loader looks up in the system's library paths. Not `ctypes.util.find_library`:
+    it runs ldconfig or a compiler with a temporary file, which a stop signal could cut in two."""
     paths = []
     try:
         files = importlib.metadata.files("mkl") or []
@@ -52,8 +53,7 @@ def library_paths() -> list[str]:
     for file in files:
         if Path(str(file)).name.startswith("libmkl_rt.so"):
             paths.append(str(file.locate()))
-    found = ctypes.util.find_library("mkl_rt")
-    return paths + ([found] if found else [])
+    return paths + ["libmkl_rt.so.2", "libmkl_rt.so"]
 
 
 class MKLProducts:
