@@ -41,7 +41,7 @@ EVAL_SETTINGS = split=$(EVAL_SPLIT)
 # write $$SETTINGS into the target only when it differs, so its time marks a change of settings
 REMEMBER = @mkdir -p $(@D); printf '%s\n' "$$SETTINGS" | cmp -s - $@ || printf '%s\n' "$$SETTINGS" > $@
 
-.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve shakespeare clean FORCE
+.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve bench-memory shakespeare clean FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -53,7 +53,8 @@ help:
 	@echo "make shakespeare   the 30-minute quality run on $(SHARED_CORPUS)"
 	@echo "make bench     speed against PyTorch CPU (installs torch==2.13.0 in $(BENCH_VENV))"
 	@echo "make bench-mpi threads against MPI ranks on this machine, and a projection across nodes"
-	@echo "make bench-serve   requests/s and latency of charrnn serve on the demo model"
+	@echo "make bench-serve   requests/s and latency of charrnn serve on the demo model (and runs/shakespeare)"
+	@echo "make bench-memory  how far back an RNN, an LSTM and a GRU remember (trains three models)"
 
 $(VENV)/.installed-test: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -170,7 +171,11 @@ bench-mpi: $(VENV)/.installed-test
 
 bench-serve: $(VENV)/.installed-test
 	test -f runs/demo/best.npz || $(MAKE) demo
-	$(BIN)/python -m charrnn.bench.serve runs/demo $(BENCH_FLAGS)
+	$(BIN)/python -m charrnn.bench.serve runs/demo $(if $(wildcard runs/shakespeare/best.npz),runs/shakespeare) $(BENCH_FLAGS)
+
+bench-memory: $(VENV)/.installed-plot
+	@test -f $(SHARED_CORPUS) || { echo "no corpus at $(SHARED_CORPUS); give SHARED_CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
+	$(BIN)/python -m charrnn.bench.memory $(SHARED_CORPUS) --runs runs --plot runs/memory.png $(BENCH_FLAGS)
 
 clean:
 	rm -rf runs data/*/ $(MEMORY)

@@ -5,7 +5,10 @@
   before it (the "full" point, which is `charrnn eval --exact`'s figure). The windows of one k
   are read side by side as one batch (a `Stepper` over all of them), so k up to 1,024 over
   thousands of positions takes seconds, not the hours of one stream per position. A position
-  with fewer than k tokens before it reads them all.
+  with fewer than k tokens before it reads them all. A lag reads at most `STEPS_PER_LAG` window
+  steps: beyond k = 64 (with 4,000 positions) it scores every 2nd, 4th, ... position, where the
+  extra loss is small and steady, so the curve's cost stops growing with k (8.2 million window
+  steps up to k = 1,024 become 1.5 million).
 - The gradient's decay: the norm of d loss_t / d h_(t-k), the gradient of one token's loss with
   respect to the hidden states (every layer's h) k steps before it, averaged over positions: the
   vanishing-gradient picture. Each window starts from the true state of the text at t - k
@@ -21,6 +24,7 @@ from charrnn.nn.model import State
 
 BATCH = 256  # windows read side by side
 PIECE = 32  # steps read at a time: the buffers of a 2 x 512 LSTM's read stay near 70 MB
+STEPS_PER_LAG = 262_144  # window steps read for one lag of the memory curve: 4,000 positions x 64
 DECAY_STEPS = 4096  # lag x windows back-propagated at a time: bounds the training forward's buffers
 
 
@@ -47,18 +51,20 @@ def memory_curve(model, params, ids: np.ndarray, positions: np.ndarray, full_nll
 
     The "full" point is the whole text's loss (`charrnn eval --exact`'s); each k point adds to it
     the mean extra loss of the scored positions when they read only k tokens, so every point is
-    measured on the same text and a long text needs only a sample of its positions."""
+    measured on the same text and a long text needs only a sample of its positions. A long lag
+    scores every 2nd, 4th, ... of the positions (`thinned`)."""
     ids = np.asarray(ids, dtype=np.int64)
     whole = float(np.nanmean(full_nll[1:]))
     stepper = model.stepper(params, 1)
     curve: list[tuple[object, float]] = []
     for k in lags:
-        nll = full_nll[positions].astype(np.float64)  # those with k or fewer tokens before them read them all
-        far = np.flatnonzero(positions > k)
+        scored = thinned(positions, k)
+        nll = full_nll[scored].astype(np.float64)  # those with k or fewer tokens before them read them all
+        far = np.flatnonzero(scored > k)
         piece, readers = min(k, PIECE), {}
         for begin in range(0, len(far), BATCH):
             chosen = far[begin: begin + BATCH]
-            starts = positions[chosen] - k
+            starts = scored[chosen] - k
             window = ids[starts[None, :] + np.arange(k)[:, None]]  # (k, B): the k tokens before each
             reader = readers.setdefault(len(chosen), stepper.resized(len(chosen)))
             reader.reset(model.initial_state(len(chosen)))
@@ -68,9 +74,18 @@ def memory_curve(model, params, ids: np.ndarray, positions: np.ndarray, full_nll
             for at in range(rest, k - piece, piece):
                 reader.read(window[at: at + piece], logits=False)
             logits = reader.read(window[k - piece:])[-1]  # pieces of one length: buffers made once per k
-            nll[chosen] = token_nll(logits.astype(np.float64), ids[positions[chosen]])
-        curve.append((k, whole + float(np.mean(nll - full_nll[positions]))))
+            nll[chosen] = token_nll(logits.astype(np.float64), ids[scored[chosen]])
+        curve.append((k, whole + float(np.mean(nll - full_nll[scored]))))
     return curve + [("full", whole)]
+
+
+def thinned(positions: np.ndarray, k: int) -> np.ndarray:
+    """positions (P,) -> every s-th of them (s a power of two, so each lag's are among the shorter
+    lag's), the fewest thinned to keep P / s * k within `STEPS_PER_LAG`."""
+    stride = 1
+    while len(positions[::stride]) * k > STEPS_PER_LAG and len(positions[::2 * stride]) > 1:
+        stride *= 2
+    return positions[::stride]
 
 
 def gradient_decay(model, params, ids: np.ndarray, states: dict, positions: np.ndarray,

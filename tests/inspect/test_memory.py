@@ -16,7 +16,8 @@ from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.data.vocab import Vocabulary
 from charrnn.inspect import report as report_module
-from charrnn.inspect.memory import gradient_decay, lags_up_to, memory_curve, spread
+from charrnn.inspect import memory as memory_module
+from charrnn.inspect.memory import gradient_decay, lags_up_to, memory_curve, spread, thinned
 from charrnn.inspect.report import Settings, inspect
 from charrnn.inspect.values import Recorder
 from charrnn.nn.head import token_nll
@@ -56,6 +57,26 @@ def test_each_point_of_the_batched_curve_is_the_loss_of_each_window_read_alone(c
         expected = np.nanmean(full[1:]) + np.mean(np.array(alone) - full[positions])
         assert nats == pytest.approx(expected, abs=1e-12), k
     assert curve[-1] == ("full", pytest.approx(np.nanmean(full[1:]), abs=1e-15))
+
+
+def test_a_long_lag_scores_every_second_fourth_or_later_position_within_the_step_budget(monkeypatch):
+    monkeypatch.setattr(memory_module, "STEPS_PER_LAG", 200)
+    positions = spread(1000, 30)
+    assert list(thinned(positions, 6)) == list(positions)  # 30 x 6 steps fit
+    assert list(thinned(positions, 8)) == list(positions[::2])  # 240 do not: 15 x 8 do
+    assert list(thinned(positions, 64)) == list(positions[::16])  # 2 x 64 fit
+    assert list(thinned(positions, 500)) == list(positions[::16])  # never fewer than two
+    model, params = tiny("lstm")
+    ids = np.random.default_rng(1).integers(0, V, 90)
+    full = np.full(len(ids), np.nan)
+    z, _, _ = model.forward(params, ids[:-1, None], model.initial_state(1))
+    full[1:] = token_nll(z[:, 0].astype(np.float64), ids[1:])
+    positions = spread(len(ids), 30)
+    for k, nats in memory_curve(model, params, ids, positions, full, [2, 8, 40])[:-1]:
+        scored = thinned(positions, k)
+        alone = [nll_alone(model, params, ids, int(p), k) for p in scored]
+        expected = np.nanmean(full[1:]) + np.mean(np.array(alone) - full[scored])
+        assert nats == pytest.approx(expected, abs=1e-12), k
 
 
 def test_the_states_recorded_while_reading_are_those_of_reading_the_text_so_far():
