@@ -7,7 +7,8 @@ before batching), starts `charrnn serve` on a free port, then for each count of 
 clients sends `/v1/generate` requests of `--length` tokens (each with its own seed, not
 streamed) for `--seconds`, after a warm-up request, and reports the completed requests per
 second, tokens per second and the 50th and 99th percentile latency from request to answer. The
-clients run in this process, on the same machine: they take CPU time from the server too.
+clients run in this process, on the same machine: they take CPU time from the server too. A
+request that fails (a closed connection, an error status) is counted in the last column.
 """
 
 from __future__ import annotations
@@ -27,25 +28,30 @@ from charrnn.compute.machine import describe
 MODES = {"batched": [], "alone": ["--max-batch", "0"]}
 
 
-async def load(url: str, clients: int, seconds: float, length: int) -> list[float]:
-    """Latencies (s) of the requests `clients` concurrent clients complete in `seconds`."""
+async def load(url: str, clients: int, seconds: float, length: int) -> tuple[list[float], int]:
+    """Latencies (s) of the requests `clients` concurrent clients complete in `seconds`, and how
+    many requests failed (a connection closed, an error status): counted, not retried."""
     import httpx
 
-    latencies, deadline = [], time.perf_counter() + seconds
+    latencies, failed, deadline = [], 0, time.perf_counter() + seconds
 
     async def client(http, index):
         seed = index * 100_000
         while time.perf_counter() < deadline:
             begin = time.perf_counter()
-            answer = await http.post(url + "/v1/generate", json={"length": length, "seed": seed, "prime": "ROMEO:"})
-            answer.raise_for_status()
-            latencies.append(time.perf_counter() - begin)
+            try:
+                answer = await http.post(url + "/v1/generate", json={"length": length, "seed": seed, "prime": "ROMEO:"})
+                answer.raise_for_status()
+                latencies.append(time.perf_counter() - begin)
+            except httpx.HTTPError:
+                nonlocal failed
+                failed += 1
             seed += 1
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
         await http.post(url + "/v1/generate", json={"length": length})
         await asyncio.gather(*(client(http, i) for i in range(clients)))
-    return latencies
+    return latencies, failed
 
 
 def serve(run: str, mode: str) -> tuple[subprocess.Popen, str]:
@@ -66,18 +72,18 @@ def main():
     print(f"# charrnn bench serve: {describe()}; /v1/generate of {args.length} tokens, {args.seconds:g} s per row\n")
     for run in args.runs:
         print(f"\n{run}\n")
-        print("| clients | serving | requests/s | tokens/s | p50 latency ms | p99 latency ms |")
-        print("|---|---|---|---|---|---|")
+        print("| clients | serving | requests/s | tokens/s | p50 latency ms | p99 latency ms | failed |")
+        print("|---|---|---|---|---|---|---|")
         for clients in map(int, args.clients.split(",")):
             for mode in args.modes.split(","):
                 server, url = serve(run, mode)
                 try:
                     begin = time.perf_counter()
-                    latencies = asyncio.run(load(url, clients, args.seconds, args.length))
+                    latencies, failed = asyncio.run(load(url, clients, args.seconds, args.length))
                     rate = len(latencies) / (time.perf_counter() - begin)
-                    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-                    print(f"| {clients} | {mode} | {rate:.1f} | {rate * args.length:,.0f} | {p50:.0f} | {p99:.0f} |",
-                          flush=True)
+                    p50, p99 = np.percentile(latencies, [50, 99]) * 1000 if latencies else (np.nan, np.nan)
+                    print(f"| {clients} | {mode} | {rate:.1f} | {rate * args.length:,.0f} | {p50:.0f} | {p99:.0f} "
+                          f"| {failed} |", flush=True)
                 finally:
                     server.terminate()
                     server.wait()

@@ -511,8 +511,8 @@ class Guard:
 async def refuse(scope, receive, send, status: int, message: str, openai_route: bool, code: str):
     body = openai.APIError(message, status=status, code=code).body() if openai_route else {"error": message,
                                                                                            "field": None}
-    await JSONResponse(body, status_code=status,
-                       headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)(scope, receive, send)
+    headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(status)  # 429: clients back off
+    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
 
 
 def create_app(model, params, vocab, meta: dict, limits: ServerLimits = ServerLimits(), workers: int = 0,

@@ -104,6 +104,7 @@ def test_more_requests_than_may_be_in_flight_get_429(served):
     assert codes.count(200) >= 3 and 429 in codes and set(codes) <= {200, 429}
     busy = next(a for a in answers if a.status_code == 429)
     assert busy.json()["error"].startswith("the server is busy: 3 requests are in flight")
+    assert busy.headers["retry-after"] == "1"  # what OpenAI's client waits before it tries again
     answers = asyncio.run(crowd("/v1/completions", {"model": "run", "prompt": "R", "max_tokens": 400}))
     busy = next(a for a in answers if a.status_code == 429)
     assert busy.json()["error"]["code"] == "rate_limit_exceeded"  # OpenAI's shape on OpenAI's route
