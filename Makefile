@@ -22,7 +22,7 @@ TRAIN_FLAGS ?=
 EVAL_SPLIT ?= test
 FORCE ?=
 RESUME ?=
-DEMO_STEPS ?= 1500
+DEMO_STEPS ?= 1000
 SHARED_CORPUS ?= ../shared/data/tinyshakespeare.txt
 BENCH_VENV ?= .venv-bench
 BENCH_FLAGS ?=
@@ -142,7 +142,7 @@ $(RUN)/eval.json: $(RUN_MODEL) $(RUN_MEMORY)/eval.settings
 eval: $(RUN)/eval.json
 	@cat $<
 
-DEMO = CORPUS=shakespeare CONFIG=tiny RUN=runs/demo TRAIN_FLAGS="--max-steps $(DEMO_STEPS) $(TRAIN_FLAGS)" PRIME="ROMEO:"
+DEMO = CORPUS=shakespeare CONFIG=demo RUN=runs/demo TRAIN_FLAGS="--max-steps $(DEMO_STEPS) $(TRAIN_FLAGS)" PRIME="ROMEO:"
 
 # the demo's run is its own: new settings retrain it (FORCE=1) and print fresh results
 demo:

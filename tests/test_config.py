@@ -68,3 +68,14 @@ def test_cli_reports_a_bad_key_in_one_line_before_any_work(tmp_path):
     assert result.exit_code != 0
     assert "did you mean 'train.lr'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_every_shipped_config_resolves_and_validates():
+    from charrnn.config import config_file, packaged_configs
+
+    assert {"demo", "tiny", "shakespeare"} <= set(packaged_configs())
+    for name in packaged_configs():
+        config = resolve(config_file(name))
+        assert config.train.max_steps > 0, name
+    demo = resolve(config_file("demo"))
+    assert (demo.model.cell, demo.model.hidden_size, demo.train.lr_schedule) == ("gru", 256, "cosine")
