@@ -1,4 +1,6 @@
-"""Shared fixtures: small corpora written to temporary directories."""
+"""Shared fixtures: small corpora written to temporary directories, a trained run, a browser."""
+
+import shutil
 
 import pytest
 
@@ -43,7 +45,6 @@ def trained_run(tmp_path_factory):
 import contextlib  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -125,3 +126,22 @@ class Served:
         rest = self.process.stderr.read()
         self.process.wait(timeout=30)
         return self.process.returncode, rest
+
+
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+needs_browser = pytest.mark.skipif(CHROMEDRIVER is None or CHROMIUM is None,
+                                   reason="no Chromium and chromedriver on this machine (.ci/run installs them)")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by selenium, 1100 x 1100 (a test may resize it)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,1100"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.config import ModelConfig
 from charrnn.data.vocab import Vocabulary
-from charrnn.inspect import report as report_module
 from charrnn.inspect import memory as memory_module
+from charrnn.inspect import report as report_module
 from charrnn.inspect.memory import gradient_decay, lags_up_to, memory_curve, spread, thinned
 from charrnn.inspect.report import Settings, inspect
 from charrnn.inspect.values import Recorder

@@ -13,25 +13,9 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.nn.head import log_softmax
 from charrnn.runs.run import load_model
-from conftest import SHAKESPEARE_LIKE
+from conftest import SHAKESPEARE_LIKE, needs_browser
 
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-needs_browser = pytest.mark.skipif(CHROMEDRIVER is None or CHROMIUM is None,
-                                   reason="no Chromium and chromedriver on this machine (.ci/run installs them)")
 TEXT = SHAKESPEARE_LIKE[:700]
-
-
-@pytest.fixture
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,800"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    yield driver
-    driver.quit()
 
 
 @needs_browser
@@ -45,6 +29,7 @@ def test_a_unit_is_picked_a_found_unit_is_jumped_to_and_a_hover_shows_the_top_fi
                                       "--html", str(tmp_path / "cells.html"), "--page-kinds", "h,c,f",
                                       "--unit", "1:h:3", "--feature", "vowel=[aeiou]"])
     assert result.exit_code == 0, result.output
+    browser.set_window_size(1100, 800)
     browser.get((tmp_path / "cells.html").as_uri())
     WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
     body = browser.find_element(By.TAG_NAME, "body")

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.extras import install_command
-from conftest import Served, assert_one_line_failure, charrnn
+from conftest import Served, assert_one_line_failure, charrnn, needs_browser
 
 httpx = pytest.importorskip("httpx", reason="the test extra is not installed: pip install -e '.[test]'")
 
@@ -205,29 +205,13 @@ def test_without_the_extra_it_says_how_to_install_it(trained_run):
 
 # --- the playground page, in a real browser ---
 
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-needs_browser = pytest.mark.skipif(CHROMEDRIVER is None or CHROMIUM is None,
-                                   reason="no Chromium and chromedriver on this machine (.ci/run installs them)")
-
-
-@pytest.fixture
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,1100"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    yield driver
-    driver.quit()
-
 
 @needs_browser
 def test_the_playground_generates_and_scores_in_a_browser(server, trained_run, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    browser.set_window_size(1000, 1100)
     browser.get(server.url + "/")
     WebDriverWait(browser, 30).until(lambda b: "parameters" in b.find_element(By.ID, "about").text)
     for name, value in (("prime", "ROMEO:"), ("seed", "7"), ("length", "120"), ("temperature", "0.8")):
@@ -263,6 +247,7 @@ def test_the_playground_asks_for_the_key_of_a_server_that_needs_one(trained_run,
 
     keyed = Served(trained_run, "--api-key", "open-sesame")
     try:
+        browser.set_window_size(1000, 1100)
         browser.get(keyed.url + "/")
         WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "key_label").is_displayed())
         assert "API key" in browser.find_element(By.ID, "about").text
