@@ -156,7 +156,7 @@ class RNNLM:
         if reg is not None and reg.output is not None:
             d_top *= reg.output
         if reg is not None and reg.penalised:
-            d_top += regularisers.activation_penalties(top, dropped, reg)[1]
+            regularisers.add_activation_penalty_grads(d_top, top, dropped, reg)
         layer_grads, d_inputs, d_states = stack_backward(self.cell, weights, d_top, caches,
                                                          self.config.num_layers, self.directions,
                                                          reg.between if reg is not None else None)

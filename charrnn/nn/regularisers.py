@@ -131,18 +131,29 @@ def mask_weight_grads(grads: dict[str, np.ndarray], reg: Regularisation | None, 
     return grads
 
 
-def activation_penalties(top: np.ndarray, dropped: np.ndarray, reg: Regularisation) -> tuple[float, np.ndarray]:
-    """top (T, B, D*H) before output dropout, dropped after it -> (alpha * mean(dropped^2)
-    + beta * mean((top_t - top_(t-1))^2), its gradient with respect to `top` (T, B, D*H))."""
-    value, d_top = 0.0, np.zeros_like(top)
+def activation_penalties(top: np.ndarray, dropped: np.ndarray, reg: Regularisation) -> float:
+    """top (T, B, D*H) before output dropout, dropped after it -> alpha * mean(dropped^2)
+    + beta * mean((top_t - top_(t-1))^2), summed in float64 (what the gradient checks differentiate)."""
+    value = 0.0
     if reg.activation_penalty:
         value += reg.activation_penalty * float(np.mean(np.square(dropped, dtype=np.float64)))
-        d_dropped = (2 * reg.activation_penalty / dropped.size) * dropped
-        d_top += d_dropped * reg.output if reg.output is not None else d_dropped
     if reg.temporal_penalty and len(top) > 1:
-        change = top[1:] - top[:-1]
-        value += reg.temporal_penalty * float(np.mean(np.square(change, dtype=np.float64)))
-        d_change = (2 * reg.temporal_penalty / change.size) * change
-        d_top[1:] += d_change
-        d_top[:-1] -= d_change
-    return value, d_top
+        value += reg.temporal_penalty * float(np.mean(np.square(top[1:] - top[:-1], dtype=np.float64)))
+    return value
+
+
+def add_activation_penalty_grads(d_top: np.ndarray, top: np.ndarray, dropped: np.ndarray, reg: Regularisation):
+    """Add the gradient of `activation_penalties` with respect to `top` (T, B, D*H) into d_top, in
+    place, through one scratch array: training calls this every step, and the penalties' plain
+    NumPy form (float64 squares, a temporary per term) cost a quarter of a 2 x 512 GRU's step."""
+    scratch = np.empty_like(top)
+    if reg.activation_penalty:
+        np.multiply(dropped, 2 * reg.activation_penalty / dropped.size, out=scratch)
+        if reg.output is not None:
+            scratch *= reg.output  # d dropped / d top is the output mask
+        d_top += scratch
+    if reg.temporal_penalty and len(top) > 1:
+        change = np.subtract(top[1:], top[:-1], out=scratch[1:])
+        change *= 2 * reg.temporal_penalty / change.size
+        d_top[1:] += change
+        d_top[:-1] -= change

@@ -88,7 +88,7 @@ def gradient_errors(config, masks_from_seed=None, products="batch_major", penalt
 
     def summed_loss():  # the objective, times T * B: the NLL and the penalties
         z, _, (_, top, dropped, *_) = model.forward(params, tokens, state, reg)
-        penalty = activation_penalties(top, dropped, reg)[0] if reg is not None and reg.penalised else 0.0
+        penalty = activation_penalties(top, dropped, reg) if reg is not None and reg.penalised else 0.0
         return token_nll(z.reshape(T * B, V), targets.reshape(-1)).sum() + penalty * T * B
 
     errors = {}
