@@ -41,7 +41,7 @@ EVAL_SETTINGS = split=$(EVAL_SPLIT)
 # write $$SETTINGS into the target only when it differs, so its time marks a change of settings
 REMEMBER = @mkdir -p $(@D); printf '%s\n' "$$SETTINGS" | cmp -s - $@ || printf '%s\n' "$$SETTINGS" > $@
 
-.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve bench-memory shakespeare clean FORCE
+.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve bench-memory bench-nanogpt shakespeare clean FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -55,6 +55,7 @@ help:
 	@echo "make bench-mpi threads against MPI ranks on this machine, and a projection across nodes"
 	@echo "make bench-serve   requests/s and latency of charrnn serve on the demo model (and runs/shakespeare)"
 	@echo "make bench-memory  how far back an RNN, an LSTM and a GRU remember (trains three models)"
+	@echo "make bench-nanogpt NANOGPT=path   nanoGPT's shakespeare_char on this CPU for 30 minutes"
 
 $(VENV)/.installed-test: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -172,6 +173,10 @@ bench-mpi: $(VENV)/.installed-test
 bench-serve: $(VENV)/.installed-test
 	test -f runs/demo/best.npz || $(MAKE) demo
 	$(BIN)/python -m charrnn.bench.serve runs/demo $(if $(wildcard runs/shakespeare/best.npz),runs/shakespeare) $(BENCH_FLAGS)
+
+bench-nanogpt: $(BENCH_VENV)/.installed
+	@test -n "$(NANOGPT)" || { echo "give NANOGPT=path/to/a/checkout/of/karpathy/nanoGPT"; exit 1; }
+	$(BENCH_VENV)/bin/python -m charrnn.bench.nanogpt $(NANOGPT) $(SHARED_CORPUS) $(BENCH_FLAGS)
 
 bench-memory: $(VENV)/.installed-plot
 	@test -f $(SHARED_CORPUS) || { echo "no corpus at $(SHARED_CORPUS); give SHARED_CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
