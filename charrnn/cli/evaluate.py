@@ -32,6 +32,11 @@ from charrnn.files.outputs import OutputFile
               help="Pull towards the original weights per segment.  [default: 1e-3 rms, 0 sgd]")
 @click.option("--dynamic-seq", type=click.IntRange(1, 1 << 16), default=50, show_default=True,
               help="Tokens per segment: scored, then learned from.")
+@click.option("--ngram", type=int, default=None, metavar="ORDER",
+              help="Mix each prediction with an adaptive n-gram model of up to ORDER tokens of context, which has "
+                   "read the run's training split and learns the text as it is scored (as compressors mix their "
+                   "models); the network's figure alone is reported beside. Orders 1 to 16; at most 4,194,304 "
+                   "tokens of text.")
 @click.option("--exact", is_flag=True, help="Score the text as one stream, token after token (slow on long texts).")
 @click.option("--streams", type=click.IntRange(2, 4096), default=None, metavar="S",
               help="Score S pieces of the text side by side, each warmed up on the text before it.  "
@@ -45,7 +50,7 @@ from charrnn.files.outputs import OutputFile
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding, dynamic, dynamic_method, dynamic_lr,
-             dynamic_decay, dynamic_seq, exact, streams, warmup, no_bfloat16, force, quiet):
+             dynamic_decay, dynamic_seq, ngram, exact, streams, warmup, no_bfloat16, force, quiet):
     """Score text with a trained model: nats and bits per token, and perplexity.
 
     Each text is one continuous stream: every token is predicted from all tokens before it.
@@ -61,6 +66,7 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
       charrnn eval runs/input chapter.txt --html surprisal.html
       charrnn eval runs/input big.txt --streams 64 --warmup 1024
       charrnn eval runs/input --split val --dynamic      # adapt while reading
+      charrnn eval runs/input --split val --dynamic --ngram 6   # and mix with a 6-gram model
     """
     import json
     import tempfile
@@ -69,6 +75,7 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     from charrnn.score.dynamic import DynamicSettings, make_adapter
     from charrnn.score.eval_text import Tokens, encode_sources, nll_file, score_ids, streams_products
     from charrnn.score.evaluate import training_tokens
+    from charrnn.score.mixing import NgramSettings, check_length
     from charrnn.score.pieces import DEFAULT_WARMUP, Method
 
     refuse_meaningless(ctx, texts, split)
@@ -77,6 +84,9 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     if settings is not None:
         settings.validate()
         chunk = settings.seq
+    mixing = NgramSettings(ngram) if ngram is not None else None
+    if mixing is not None:
+        mixing.validate()
     model, params, vocab, meta = load_model(run)
     adapter = make_adapter(settings, model, params, training_tokens(meta)) if settings is not None else None
     with tempfile.TemporaryDirectory(prefix="charrnn-eval-") as scratch:
@@ -92,20 +102,26 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
             raise UserError(f"nothing to score in {', '.join(texts)}: a score needs at least two tokens the model "
                             f"knows ({tokens.unknown:,} unknown); give a longer text")
         predictions = len(tokens.ids) - 1
+        if mixing is not None:
+            check_length(len(tokens.ids))
         warmup = DEFAULT_WARMUP if warmup is None else warmup
         if exact or dynamic:
             method = Method()
         else:  # only pieces look for bfloat16 products (which loads MKL)
             products = model.dtype.name if no_bfloat16 else streams_products(model)
             method = Method(streams, warmup, products) if streams else Method.automatic(predictions, warmup, products)
-        nll = nll_file(Path(scratch), len(tokens.ids)) if html_path is not None else None
+        nll = nll_file(Path(scratch), len(tokens.ids)) if html_path is not None or mixing else None
         with progress_bar(predictions, "eval", "tok", quiet, unit_scale=True) as bar:
             score = score_ids(model, params, tokens.ids, method, chunk, adapter, nll, bar.update)
         check_score(score, settings, vocab.size)
+        mixed = None
+        if mixing is not None:
+            with progress_bar(predictions, "mix", "tok", quiet, unit_scale=True) as bar:
+                score, mixed = mix(score, tokens.ids, nll, mixing, vocab.size, training_tokens(meta), bar.update)
         figures = {"nats_per_token": score.nats_per_token, "bits_per_token": score.bits_per_token,
                    "perplexity": score.perplexity, "tokens": score.tokens, "unknown": tokens.unknown,
                    "unknown_handling": tokens.handling, **method.describe(),
-                   "dynamic": settings.describe() if settings is not None else None}
+                   "dynamic": settings.describe() if settings is not None else None, "ngram": mixed}
         if page is not None:
             write_page(page, figures, tokens, nll, vocab, split, texts, encoding)
     if as_json:
@@ -123,6 +139,17 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
                                        f"{method.products} products"))
     if settings is not None:
         click.echo("dynamic            " + ", ".join(f"{k} {v}" for k, v in settings.describe().items()))
+    if mixed is not None:
+        click.echo(f"n-gram mix         order {mixed['order']}, lr {mixed['lr']}, primed on {mixed['primed_tokens']:,} "
+                   f"training tokens; the network alone {mixed['network_nats_per_token']:.4f} nats per {unit}")
+
+
+def mix(score, ids, nll, settings, vocab_size: int, training, on_tokens):
+    """The mixture's score, and what was mixed with the network's own figure beside it."""
+    from charrnn.score.mixing import mix_scores
+
+    mixed_score, described = mix_scores(ids, nll, settings, vocab_size, training, on_tokens)
+    return mixed_score, {**described, "network_nats_per_token": score.nats_per_token}
 
 
 def refuse_meaningless(ctx, texts, split):
@@ -177,13 +204,15 @@ def split_tokens(meta: dict, split: str):
 
 
 def shown_figure(key: str, value) -> str:
-    """A figure as the page's table shows it: 4 decimals, settings as 'name value' pairs, 'off'."""
+    """A figure as the page's table shows it: 4 decimals, settings as 'name value' pairs (a figure
+    among them with 4 decimals), 'off'."""
     if value is None:
         return "off"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, dict):
-        return ", ".join(f"{name} {setting}" for name, setting in value.items())
+        return ", ".join(f"{name} {setting:.4f}" if name.endswith("per_token") else f"{name} {setting}"
+                         for name, setting in value.items())
     return str(value)
 
 
@@ -195,7 +224,8 @@ def write_page(page, figures: dict, tokens, nll, vocab, split, texts, encoding):
 
     runs = split_page_tokens(tokens.ids, nll, vocab) if split else \
         text_page_tokens(resolve_sources(list(texts)), vocab, encoding, nll)
-    shown = {key: shown_figure(key, value) for key, value in figures.items() if value is not None or key == "dynamic"}
+    shown = {key: shown_figure(key, value) for key, value in figures.items()
+             if value is not None or key in ("dynamic", "ngram")}
     with page.writer() as handle:
         for part in page_parts(runs, shown, f"charrnn eval: {', '.join(texts) or split}"):
             handle.write(part.encode("utf-8"))

@@ -174,6 +174,12 @@ CASES = {
     "eval negative warm-up": (["eval", "run", "corpus.txt", "--streams", "4", "--warmup", "-1"], "--warmup"),
     "eval exact and streams": (["eval", "run", "corpus.txt", "--exact", "--streams", "4"], "--exact"),
     "eval dynamic and streams": (["eval", "run", "corpus.txt", "--dynamic", "--streams", "4"], "--dynamic"),
+    "eval ngram order 0": (["eval", "run", "corpus.txt", "--ngram", "0"], "--ngram must be an order from 1 to 16"),
+    "eval ngram order too long": (["eval", "run", "corpus.txt", "--ngram", "99"], "--ngram must be an order"),
+    "eval ngram not a number": (["eval", "run", "corpus.txt", "--ngram", "6.5"], "--ngram"),
+    "eval ngram on an empty file": (["eval", "run", "empty.txt", "--ngram", "6"], "nothing to score"),
+    "eval ngram html into a missing folder": (["eval", "run", "corpus.txt", "--ngram", "3", "--html",
+                                               "nofolder/page.html"], "the folder nofolder does not exist"),
     # eval: settings that mean nothing together are refused, not ignored
     "eval dynamic-lr without dynamic": (["eval", "run", "corpus.txt", "--dynamic-lr", "0.1"], "add --dynamic"),
     "eval dynamic-method and seq without dynamic": (["eval", "run", "corpus.txt", "--dynamic-method", "sgd",

@@ -240,15 +240,17 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_last_consistent(tmp_path, prepa
         assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("command", ["prepare", "sample", "eval", "inspect"])
+@pytest.mark.parametrize("command", ["prepare", "sample", "eval", "eval --ngram", "inspect"])
 def test_sigterm_during_prepare_sample_eval_or_inspect_says_so_and_leaves_nothing(tmp_path, trained_run, command):
     big = tmp_path / "big.txt"
-    big.write_text(SHAKESPEARE_LIKE * 10000)  # about 44 MB: prepare reads it twice
+    big.write_text(SHAKESPEARE_LIKE * (10000 if command != "eval --ngram" else 900))  # 44 MB: prepare reads it
+    # twice; 4 MB for --ngram, which scores at most 4,194,304 tokens
     scratch = tmp_path / "scratch"  # the temporary folder, where inspect keeps --states as it reads
     scratch.mkdir()
     args = {"prepare": ["prepare", big, "--out", tmp_path / "data", "--quiet"],
             "sample": ["sample", trained_run, "--length", "100000000", "--seed", "1", "--no-stream"],
             "eval": ["eval", trained_run, big, "--quiet"],
+            "eval --ngram": ["eval", trained_run, big, "--quiet", "--ngram", "6", "--html", tmp_path / "page.html"],
             "inspect": ["inspect", trained_run, big, "--max-chars", "5000000", "--html", tmp_path / "cells.html",
                         "--states", tmp_path / "states.npz", "--quiet"]}[command]
     before = snapshot(tmp_path)
