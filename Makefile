@@ -41,7 +41,7 @@ EVAL_SETTINGS = split=$(EVAL_SPLIT)
 # write $$SETTINGS into the target only when it differs, so its time marks a change of settings
 REMEMBER = @mkdir -p $(@D); printf '%s\n' "$$SETTINGS" | cmp -s - $@ || printf '%s\n' "$$SETTINGS" > $@
 
-.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve bench-memory bench-nanogpt shakespeare clean FORCE
+.PHONY: help install test torture demo prepare train sample eval bench bench-mpi bench-serve bench-memory bench-nanogpt shakespeare shakespeare-2h clean FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -51,6 +51,7 @@ help:
 	@echo "make prepare|train|sample|eval CORPUS=file CONFIG=name-or-file RUN=runs/x [FORCE=1]"
 	@echo "make train RESUME=1    continue a run stopped before its end (Ctrl-C)"
 	@echo "make shakespeare   the 30-minute quality run on $(SHARED_CORPUS)"
+	@echo "make shakespeare-2h  the 2-hour quality run (both also score val adapting: dynamic eval + n-gram)"
 	@echo "make bench     speed against PyTorch CPU (installs torch==2.13.0 in $(BENCH_VENV))"
 	@echo "make bench-mpi threads against MPI ranks on this machine, and a projection across nodes"
 	@echo "make bench-serve   requests/s and latency of charrnn serve on the demo model (and runs/shakespeare)"
@@ -151,13 +152,18 @@ demo:
 	$(MAKE) eval sample $(DEMO)
 
 SHAKESPEARE_TEXT := $(if $(filter command line environment,$(origin CORPUS)),$(CORPUS),$(SHARED_CORPUS))
-SHAKESPEARE_RUN := $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/shakespeare)
+shakespeare_run = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/$(1))
+NGRAM_ORDER ?= 6
 
-shakespeare: $(VENV)/.installed-plot
+# the 30-minute and the 2-hour recipes; each also scores val adapting (dynamic evaluation mixed with
+# an n-gram model, the figure to set beside compressors) into RUN/eval-adaptive.json
+shakespeare shakespeare-2h: $(VENV)/.installed-plot
 	@test -f $(SHAKESPEARE_TEXT) || { echo "no corpus at $(SHAKESPEARE_TEXT); give CORPUS=path/to/tinyshakespeare.txt"; exit 1; }
-	$(MAKE) train eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=shakespeare \
-		RUN=$(SHAKESPEARE_RUN) PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
-	$(BIN)/charrnn plot $(SHAKESPEARE_RUN) -o $(SHAKESPEARE_RUN)/curve.png --force
+	$(MAKE) train eval sample CORPUS=$(SHAKESPEARE_TEXT) NAME=tinyshakespeare CONFIG=$@ \
+		RUN=$(call shakespeare_run,$@) PREPARE_FLAGS="--val-frac 0.1 --test-frac 0" EVAL_SPLIT=val PRIME="ROMEO:"
+	$(BIN)/charrnn plot $(call shakespeare_run,$@) -o $(call shakespeare_run,$@)/curve.png --force
+	$(BIN)/charrnn eval $(call shakespeare_run,$@) --split val --dynamic --ngram $(NGRAM_ORDER) --json > $(call shakespeare_run,$@)/eval-adaptive.json
+	@cat $(call shakespeare_run,$@)/eval-adaptive.json
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
