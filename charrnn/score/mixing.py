@@ -27,7 +27,7 @@ from charrnn.errors import UserError
 from charrnn.nn.scoring import Score
 from charrnn.score.ngram import AdaptiveNGram
 
-DEFAULT_LR = 0.02  # tuned on the first 20,000 characters of Tiny Shakespeare's val split: BENCHMARKS.md
+DEFAULT_LR = 0.2  # tuned on the first 20,000 characters of Tiny Shakespeare's val split: BENCHMARKS.md
 NETWORK_PRIOR = 2.0  # the network's starting logit: it is trusted more than counts seen once
 MAX_ORDER = 16
 PRIME_LIMIT = 1 << 22  # training tokens the n-gram model reads (the split's last ones): memory
