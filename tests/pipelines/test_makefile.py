@@ -75,7 +75,7 @@ def test_make_shakespeare_writes_the_run_that_run_names(workspace):
     dry = make(workspace, "-n", "shakespeare", "CORPUS=corpus.txt", "RUN=runs/mine")
     assert dry.returncode == 0, dry.stderr
     assert "--out runs/mine" in dry.stdout and "plot runs/mine -o runs/mine/curve.png" in dry.stdout
-    assert "eval runs/mine --split val --dynamic --ngram 6 --json > runs/mine/eval-adaptive.json" in dry.stdout
+    assert "eval runs/mine --split val --dynamic --ngram 8 --json > runs/mine/eval-adaptive.json" in dry.stdout
     assert "runs/shakespeare" not in dry.stdout
 
 
