@@ -153,7 +153,8 @@ demo:
 
 SHAKESPEARE_TEXT := $(if $(filter command line environment,$(origin CORPUS)),$(CORPUS),$(SHARED_CORPUS))
 shakespeare_run = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/$(1))
-NGRAM_ORDER ?= 8  # chosen on the first 20,000 val characters: BENCHMARKS.md
+# the n-gram order of the adaptive eval, chosen on the first 20,000 val characters (BENCHMARKS.md)
+NGRAM_ORDER ?= 8
 
 # the 30-minute and the 2-hour recipes; each also scores val adapting (dynamic evaluation mixed with
 # an n-gram model, the figure to set beside compressors) into RUN/eval-adaptive.json
