@@ -13,8 +13,9 @@ the counts deserve trust. After each token, s_b takes a step of `lr` up the grad
 s_b += lr * w * (p_i - p) / p, so the weights follow the text, and no token is scored with weights
 that have learned from it. Only each expert's probability of the token that comes is needed, so
 the network's scores (static or dynamic, from any method) are mixed after they are made, block by
-block. What is left out: mixing in the logit domain (it needs every expert's whole distribution)
-and a second mixer layer; the linear mixture took most of the gain (BENCHMARKS.md).
+block. What is left out: mixing in the logit domain (it needs every expert's whole distribution,
+which no scoring method keeps) and a second mixer layer; finer buckets (whether one token or
+several followed the context, the network's recent surprise) measured no better (BENCHMARKS.md).
 """
 
 from __future__ import annotations
