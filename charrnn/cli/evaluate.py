@@ -66,7 +66,7 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
       charrnn eval runs/input chapter.txt --html surprisal.html
       charrnn eval runs/input big.txt --streams 64 --warmup 1024
       charrnn eval runs/input --split val --dynamic      # adapt while reading
-      charrnn eval runs/input --split val --dynamic --ngram 6   # and mix with a 6-gram model
+      charrnn eval runs/input --split val --dynamic --ngram 8   # and mix with an 8-gram model
     """
     import json
     import tempfile
@@ -88,7 +88,8 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     if mixing is not None:
         mixing.validate()
     model, params, vocab, meta = load_model(run)
-    adapter = make_adapter(settings, model, params, training_tokens(meta)) if settings is not None else None
+    training = training_tokens(meta) if settings is not None or mixing is not None else None
+    adapter = make_adapter(settings, model, params, training) if settings is not None else None
     with tempfile.TemporaryDirectory(prefix="charrnn-eval-") as scratch:
         if split:
             tokens = Tokens(split_tokens(meta, split))
@@ -117,7 +118,7 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
         mixed = None
         if mixing is not None:
             with progress_bar(predictions, "mix", "tok", quiet, unit_scale=True) as bar:
-                score, mixed = mix(score, tokens.ids, nll, mixing, vocab.size, training_tokens(meta), bar.update)
+                score, mixed = mix(score, tokens.ids, nll, mixing, vocab.size, training, bar.update)
         figures = {"nats_per_token": score.nats_per_token, "bits_per_token": score.bits_per_token,
                    "perplexity": score.perplexity, "tokens": score.tokens, "unknown": tokens.unknown,
                    "unknown_handling": tokens.handling, **method.describe(),

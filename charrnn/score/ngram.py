@@ -86,7 +86,6 @@ class AdaptiveNGram:
         self.seen = [CountTable() for _ in range(order + 1)]  # N_k: times each context was seen
         self.distinct = [CountTable() for _ in range(order + 1)]  # u_k: tokens that followed it
         self.pairs = [CountTable() for _ in range(order + 1)]  # n_k(x): times x followed it
-        self.tokens_read = 0
         self.reset_history()
 
     def reset_history(self):
@@ -99,15 +98,16 @@ class AdaptiveNGram:
         been seen (M,) int64), then learns the block."""
         ids = np.asarray(ids, np.int64)
         contexts, valid = self.context_hashes(ids)
+        pairs = pair_hashes(contexts, ids)
         probabilities = np.empty((self.order + 1, len(ids)))
         below = np.full(len(ids), 1.0 / self.vocab_size)
         longest = np.zeros(len(ids), np.int64)
         for k in range(self.order + 1):
-            n, total, distinct = self.counts(k, contexts[k], ids, valid[k])
+            n, total, distinct = self.counts(k, contexts[k], pairs[k], valid[k])
             known = total > 0
             below = probabilities[k] = np.where(known, (n + distinct * below) / np.maximum(total + distinct, 1), below)
             longest[known] = k
-        self.learn(contexts, valid, ids)
+        self.learn(contexts, pairs, valid, ids)
         return probabilities, longest
 
     def context_hashes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,10 +125,10 @@ class AdaptiveNGram:
             hashes[k] = hashes[k - 1] * CONTEXT_MULTIPLIER + stream[np.maximum(source, 0)] + np.uint64(1)
         return hashes, valid
 
-    def counts(self, k: int, contexts: np.ndarray, ids: np.ndarray, valid: np.ndarray):
+    def counts(self, k: int, contexts: np.ndarray, pairs: np.ndarray, valid: np.ndarray):
         """The counts n_k(x), N_k and u_k (each (M,) int64) that each token of a block is scored
-        with: the tables' plus those of its block before it; 0 where the context does not exist."""
-        pairs = pair_hashes(contexts, ids)
+        with, from its context and (context, token) hashes at order k (M,): the tables' plus those
+        of its block before it; 0 where the context does not exist."""
         pair_table, pair_earlier = self.pairs[k].lookup(pairs), earlier_occurrences(np.where(valid, pairs, 0))
         new_pair = (pair_earlier == 0) & (pair_table == 0) & valid
         n = pair_table + pair_earlier
@@ -136,27 +136,27 @@ class AdaptiveNGram:
         distinct = self.distinct[k].lookup(contexts) + earlier_flagged(contexts, new_pair)
         return np.where(valid, n, 0), np.where(valid, total, 0), np.where(valid, distinct, 0)
 
-    def learn(self, contexts: np.ndarray, valid: np.ndarray, ids: np.ndarray):
-        """Add the block's n-grams to the tables and keep its last tokens as the next block's history."""
+    def learn(self, contexts: np.ndarray, pairs: np.ndarray, valid: np.ndarray, ids: np.ndarray):
+        """Add the block's n-grams (context and pair hashes, (order+1, M) each) to the tables and keep
+        its last tokens as the next block's history."""
         for k in range(self.order + 1):
-            context, pairs = contexts[k][valid[k]], pair_hashes(contexts[k], ids)[valid[k]]
-            unique_pairs, first, repeats = np.unique(pairs, return_index=True, return_counts=True)
+            context = contexts[k][valid[k]]
+            unique_pairs, first, repeats = np.unique(pairs[k][valid[k]], return_index=True, return_counts=True)
             new = self.pairs[k].lookup(unique_pairs) == 0
             self.distinct[k].add(context[first[new]], np.ones(int(new.sum()), np.int64))
             self.pairs[k].add(unique_pairs, repeats)
             self.seen[k].add(context, np.ones(len(context), np.int64))
         self.history = np.concatenate([self.history, ids])[-self.order:] if self.order else self.history
-        self.tokens_read += len(ids)
 
     def prime(self, ids: np.ndarray, block: int = 1 << 20):
         """Learn a stream (N,) without scoring it, in blocks; the next stream starts afresh."""
         for begin in range(0, len(ids), block):
             chunk = np.asarray(ids[begin: begin + block], np.int64)
             contexts, valid = self.context_hashes(chunk)
-            self.learn(contexts, valid, chunk)
+            self.learn(contexts, pair_hashes(contexts, chunk), valid, chunk)
         self.reset_history()
 
 
 def pair_hashes(contexts: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Context hashes (M,) uint64 and the tokens after them (M,) -> (context, token) hashes (M,)."""
+    """Context hashes (..., M) uint64 and the tokens after them (M,) -> (context, token) hashes (..., M)."""
     return contexts * PAIR_MULTIPLIER + np.asarray(ids).astype(np.uint64) + np.uint64(1)
