@@ -59,6 +59,18 @@ def charrnn(*args, cwd=None, prefix=(), preexec_fn=None, timeout=120, input=None
                           preexec_fn=preexec_fn, input=input, **kwargs)
 
 
+@pytest.fixture
+def checkpoint_without_its_data(tmp_path, trained_run):
+    """The trained run's best checkpoint, saved alone, naming a prepared corpus that is gone."""
+    from charrnn.runs import checkpoint
+    from charrnn.runs.run import read_checkpoint
+
+    saved = read_checkpoint(trained_run / "best.npz")
+    saved.meta["data"] = str(tmp_path / "gone")
+    checkpoint.save(tmp_path / "lonely.npz", saved)
+    return tmp_path / "lonely.npz"
+
+
 def assert_one_line_failure(returncode, stderr, fragment="", code=None):
     """The promise: a non-zero exit, exactly one line on stderr (after progress output), no traceback."""
     lines = [line for line in stderr.splitlines() if line.strip()]

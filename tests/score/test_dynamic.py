@@ -7,8 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
-from charrnn.runs import checkpoint
-from charrnn.runs.run import load_model, read_checkpoint
+from charrnn.runs.run import load_model
 from charrnn.score.dynamic import SGDAdapter
 from charrnn.score.evaluate import StreamScorer
 from conftest import assert_one_line_failure
@@ -93,12 +92,9 @@ def test_bad_dynamic_settings_are_one_line(tmp_path, trained_run):
         assert_one_line_failure(result.exit_code, result.stderr, fragment)
 
 
-def test_rms_needs_the_training_split_and_sgd_does_not(tmp_path, trained_run):
-    saved = read_checkpoint(trained_run / "best.npz")
-    saved.meta["data"] = str(tmp_path / "gone")
-    checkpoint.save(tmp_path / "lonely.npz", saved)
+def test_rms_needs_the_training_split_and_sgd_does_not(tmp_path, checkpoint_without_its_data):
     text = tmp_path / "text.txt"
     text.write_text(REPEATED)
-    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "lonely.npz"), str(text), "--dynamic"])
+    result = CliRunner().invoke(cli, ["eval", str(checkpoint_without_its_data), str(text), "--dynamic"])
     assert_one_line_failure(result.exit_code, result.stderr, "use --dynamic-method sgd")
-    assert evaluate(tmp_path / "lonely.npz", text, "--dynamic", "--dynamic-method", "sgd")["tokens"] > 0
+    assert evaluate(checkpoint_without_its_data, text, "--dynamic", "--dynamic-method", "sgd")["tokens"] > 0
