@@ -14,8 +14,9 @@ s_b += lr * w * (p_i - p) / p, so the weights follow the text, and no token is s
 that have learned from it. Only each expert's probability of the token that comes is needed, so
 the network's scores (static or dynamic, from any method) are mixed after they are made, block by
 block. What is left out: mixing in the logit domain (it needs every expert's whole distribution,
-which no scoring method keeps) and a second mixer layer; finer buckets (whether one token or
-several followed the context, the network's recent surprise) measured no better (BENCHMARKS.md).
+which no scoring method keeps). Measured no better, so left out too (BENCHMARKS.md): finer buckets
+(whether one token or several followed the context, the network's recent surprise), a second
+mixer layer (0.0006 nats) and a word-context expert.
 """
 
 from __future__ import annotations
