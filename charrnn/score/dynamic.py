@@ -9,9 +9,14 @@ original weights theta_0, which keeps the model from drifting away from what it 
 - `sgd`:  theta <- theta - lr * g + decay * (theta_0 - theta)
 - `rms`:  the paper's RMS-normalised update. MS is the mean squared gradient of each weight over
           `CALIBRATION_SEGMENTS` segments of the run's training split (measured once, before
-          reading the text), and RMS_norm = sqrt(MS) / mean(sqrt(MS)) per weight tensor:
-          theta <- theta - lr * g / (sqrt(MS) + eps) + min(1, decay * RMS_norm) * (theta_0 - theta)
+          reading the text); RMS = sqrt(MS), floored at `RMS_FLOOR` times its tensor's mean, and
+          RMS_norm = RMS / mean(RMS) per weight tensor:
+          theta <- theta - lr * g / RMS + min(1, decay * RMS_norm) * (theta_0 - theta)
           Weights that move a lot in training may adapt more, and are pulled back harder.
+          The floor plays the part of the paper's epsilon: a weight the calibration never saw
+          move (the input weights of a character absent from its segments) would otherwise take
+          a step of lr / eps and never be pulled back; without it a War and Peace model fell
+          from 1.12 nats/char to 6.23 (BENCHMARKS.md, "Dynamic evaluation").
 
 The parameters are changed in memory only; the checkpoint on disk never changes.
 """
@@ -29,7 +34,7 @@ METHODS = ("rms", "sgd")
 DEFAULTS = {"rms": {"lr": 3e-4, "decay": 1e-3}, "sgd": {"lr": 0.03, "decay": 0.0}}  # tuned: see BENCHMARKS.md
 DEFAULT_SEQ = 50
 CALIBRATION_SEGMENTS = 100
-EPS = 1e-8
+RMS_FLOOR = 0.1  # chosen on the first 20,000 val characters of two runs: BENCHMARKS.md
 
 
 @dataclass(frozen=True)
@@ -93,10 +98,9 @@ class RMSAdapter:
 
     def __init__(self, params: dict[str, np.ndarray], mean_square: dict[str, np.ndarray], lr: float, decay: float):
         self.original, self.lr = {k: v.copy() for k, v in params.items()}, lr
-        root = {k: np.sqrt(v) for k, v in mean_square.items()}
-        self.scale = {k: (lr / (r + EPS)).astype(params[k].dtype) for k, r in root.items()}
-        self.pull = {k: np.minimum(1.0, decay * r / max(float(r.mean()), EPS)).astype(params[k].dtype)
-                     for k, r in root.items()}
+        root = {k: floored_root(v) for k, v in mean_square.items()}
+        self.scale = {k: (lr / r).astype(params[k].dtype) for k, r in root.items()}
+        self.pull = {k: np.minimum(1.0, decay * r / float(r.mean())).astype(params[k].dtype) for k, r in root.items()}
 
     def update(self, params, grads):
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging update is caught below
@@ -104,6 +108,15 @@ class RMSAdapter:
                 p -= self.scale[name] * grads[name]
                 p += self.pull[name] * (self.original[name] - p)
         check_finite(params, self.lr)
+
+
+def floored_root(mean_square: np.ndarray) -> np.ndarray:
+    """One tensor's mean squared gradients (any shape) -> their roots, none below `RMS_FLOOR` times
+    the tensor's mean root (same shape); a tensor whose gradients were all zero gets 1s, so its
+    steps are lr * g, not infinite."""
+    root = np.sqrt(mean_square)
+    mean = float(root.mean())
+    return np.maximum(root, RMS_FLOOR * mean) if mean > 0 else np.ones_like(root)
 
 
 def mean_square_gradients(model, params, tokens: np.ndarray, seq: int,

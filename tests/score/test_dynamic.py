@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.runs.run import load_model
-from charrnn.score.dynamic import SGDAdapter
+from charrnn.score.dynamic import RMS_FLOOR, RMSAdapter, SGDAdapter
 from charrnn.score.evaluate import StreamScorer
 from conftest import assert_one_line_failure
 
@@ -79,6 +79,21 @@ def test_adapting_to_a_repetitive_text_lowers_its_loss_and_leaves_the_checkpoint
     adapted = evaluate(trained_run, text, "--dynamic", "--dynamic-method", method, "--dynamic-lr", lr)
     assert adapted["nats_per_token"] < static["nats_per_token"] - 0.05
     assert {p.name: p.read_bytes() for p in trained_run.glob("*.npz")} == before
+
+
+def test_a_weight_the_calibration_never_saw_move_takes_a_bounded_step_and_is_pulled_back():
+    # column 2 is the input weight of a character absent from every calibration segment
+    mean_square = {"w": np.array([[1e-6, 1e-6, 0.0], [1e-6, 1e-6, 0.0]])}
+    params = {"w": np.zeros((2, 3), np.float32)}
+    adapter = RMSAdapter(params, mean_square, lr=1e-3, decay=0.1)
+    adapter.update(params, {"w": np.ones((2, 3), np.float32)})
+    floor = RMS_FLOOR * 4 * 1e-3 / 6  # a tenth of the tensor's mean root
+    floored_mean = (4 * 1e-3 + 2 * floor) / 6
+    np.testing.assert_allclose(params["w"][:, :2], -1.0 * (1 - 0.1 * 1e-3 / floored_mean), rtol=1e-5)
+    moved = 1e-3 / floor * (1 - 0.1 * floor / floored_mean)
+    np.testing.assert_allclose(params["w"][:, 2], -moved, rtol=1e-5)
+    adapter.update(params, {"w": np.zeros((2, 3), np.float32)})
+    assert (np.abs(params["w"][:, 2]) < moved).all()  # the decay pulls it back
 
 
 def test_bad_dynamic_settings_are_one_line(tmp_path, trained_run):
