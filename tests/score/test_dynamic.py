@@ -96,6 +96,13 @@ def test_a_weight_the_calibration_never_saw_move_takes_a_bounded_step_and_is_pul
     assert (np.abs(params["w"][:, 2]) < moved).all()  # the decay pulls it back
 
 
+def test_a_tensor_the_calibration_never_saw_move_at_all_takes_plain_steps():
+    params = {"w": np.zeros(3, np.float32)}
+    adapter = RMSAdapter(params, {"w": np.zeros(3)}, lr=1e-3, decay=0.1)
+    adapter.update(params, {"w": np.ones(3, np.float32)})
+    np.testing.assert_allclose(params["w"], -1e-3 * (1 - 0.1), rtol=1e-5)
+
+
 def test_bad_dynamic_settings_are_one_line(tmp_path, trained_run):
     text = tmp_path / "text.txt"
     text.write_text(REPEATED)
