@@ -73,9 +73,9 @@ class TrainConfig:
     decay_rate: float = 0.97  # step: multiply lr by this ...
     decay_every: int = 1  # ... every this many epochs ...
     decay_after: int = 10  # ... once this many epochs are done
-    min_lr: float = 0.0  # cosine: the floor it decays to at max_steps
+    min_lr: float = 0.0  # cosine: the floor it decays to at the horizon (max_steps, max_epochs or max_time)
     warmup_steps: int = 0  # linear warm-up (cosine and step)
-    max_steps: typing.Optional[int] = 2000  # None: bounded by max_epochs or max_time instead
+    max_steps: typing.Optional[int] = 2000  # None: bounded by max_epochs or max_time (a schedule then fits it)
     max_epochs: typing.Optional[int] = None
     max_time: typing.Optional[str] = None  # "90s", "10m", "1.5h"
     eval_every: int = 200
@@ -92,7 +92,7 @@ class TrainConfig:
     temporal_penalty: float = 0.0  # TAR: this x mean((h_t - h_(t-1))^2) of the top output
     average: str = "none"  # none | ema | tail: the weights eval, sample, serve and export use
     average_decay: float = 0.999  # ema: the weight of the average so far at each step
-    average_start: float = 0.5  # the share of the run (max_steps or max_epochs) after which averaging begins
+    average_start: float = 0.5  # the share of the run's horizon (as the schedule's) after which averaging begins
     init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters
     init_from_sha256: typing.Optional[str] = None  # the sha256 of that checkpoint (charrnn records it)
 
@@ -359,8 +359,3 @@ def validate(config: Config):
                         "so that training stops")
     if train.init_from_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", train.init_from_sha256):
         raise UserError(f"train.init_from_sha256 must be 64 hexadecimal digits, not {train.init_from_sha256!r}")
-    if train.lr_schedule == "cosine" and train.max_steps is None and train.max_epochs is None:
-        raise UserError("the cosine schedule decays over train.max_steps (or train.max_epochs); set one of them")
-    if train.average != "none" and train.max_steps is None and train.max_epochs is None:
-        raise UserError("train.average begins at train.average_start of train.max_steps (or train.max_epochs); "
-                        "set one of them")

@@ -54,10 +54,23 @@ class TrainReporter:
             self.val = record["val_loss"]
         if kind in ("non_finite", "diverged"):
             self.failure_step = record["step"]
+        if kind == "horizon":
+            self.run.append_metrics({"kind": kind, **record})
+            self.say(f"fitted the schedule to train.max_time {record['max_time']}: {record['horizon']:,} steps "
+                     f"at {record['step_seconds']:.3f} s a step (measured by step {record['step']:,})")
+            if self.bar is not None:
+                self.bar.total = record["horizon"]
         if self.bar is not None:
             self.update_bar(kind, record)
         elif kind in ("log", "eval"):
-            click.echo(describe(record) + ("  (best)" if record.get("improved") else ""), err=True)
+            self.say(describe(record) + ("  (best)" if record.get("improved") else ""))
+
+    def say(self, line: str):
+        """One line on stderr, above the bar when there is one."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
 
     def postfix(self, record: dict | None) -> dict:
         postfix = {}
@@ -76,7 +89,7 @@ class TrainReporter:
             self.bar.update(record["step"] - self.bar.n)
             self.bar.set_postfix(self.postfix(record), refresh=False)
         elif kind == "eval":
-            self.bar.write(describe(record) + ("  (best)" if record.get("improved") else ""), file=sys.stderr)
+            self.say(describe(record) + ("  (best)" if record.get("improved") else ""))
             self.bar.set_postfix(self.postfix(self.last_step), refresh=True)
 
     def close(self):

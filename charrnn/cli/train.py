@@ -45,7 +45,8 @@ def config_help() -> str:
 @click.option("--batch-size", type=int, help="Parallel streams per step (train.batch_size).")
 @click.option("--lr", type=float, help="Learning rate (train.lr).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (train.max_steps).")
-@click.option("--max-time", help="Stop after this much training time, e.g. 90s, 10m, 1.5h (train.max_time).")
+@click.option("--max-time", help="Stop after this much training time, e.g. 90s, 10m, 1.5h (train.max_time); "
+              "without max_steps or max_epochs a cosine schedule or weight average is fitted to it.")
 @click.option("--patience", type=int, metavar="N",
               help="Stop after N evaluations in a row without a better val loss; best.npz keeps the best "
                    "(train.patience). Useful when fine-tuning on a small text, which soon overfits.")
@@ -146,7 +147,7 @@ def train_started(comm, lead, session, config, trainer, state, reporter, out):
     with signals.requested(second) as stop:  # from here a first signal stops training gently
         try:
             with aborting(comm):  # from here the other ranks train alongside: a failure must end them too
-                reporter.open(trainer.horizon if config.train.max_steps or config.train.max_epochs else None)
+                reporter.open(trainer.horizon(state.progress))
                 reason = trainer.run(state, should_stop=lambda: signals.stop_name(stop[0]) if stop else None)
         finally:
             reporter.close()
@@ -156,15 +157,17 @@ def train_started(comm, lead, session, config, trainer, state, reporter, out):
 
 def warn_about_changes(changes: list[str], config):
     """Warn of each resumed setting that bends the rest of the run away from the original one."""
+    cosine, averaged = config.train.lr_schedule == "cosine", config.train.average != "none"
+    fitted = config.train.max_steps is None and config.train.max_epochs is None  # the horizon fits max_time
+    horizon_keys = ("max_time",) if fitted else ("max_steps", "max_epochs")
     for change in changes:
         key = change.split(":")[0].split(".")[1]
-        cosine, averaged = config.train.lr_schedule == "cosine", config.train.average != "none"
-        if key in HARMLESS_CHANGES or (key in ("max_steps", "max_epochs") and not (cosine or averaged)):
+        if key in horizon_keys and not (cosine or averaged) or key in HARMLESS_CHANGES and key not in horizon_keys:
             continue
         moved = " and ".join(what for what, moves in (("the cosine schedule's horizon", cosine),
                                                        ("the start of the weight average", averaged)) if moves)
         why = (f"{moved} move{'s' if ' and ' not in moved else ''} with it, so the rest of the run changes"
-               if key in ("max_steps", "max_epochs") else "the rest of the run differs from the original one")
+               if key in horizon_keys else "the rest of the run differs from the original one")
         click.echo(f"warning: resuming with {change}: {why}", err=True)
 
 

@@ -43,6 +43,8 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[int]]:
             record = json.loads(line.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
             record = None
+        if isinstance(record, dict) and record.get("kind") == "horizon":
+            continue  # a schedule fitted to max_time: not a point on a curve
         (records.append(record) if usable(record) else damaged.append(number))
     if not records:
         state = (f"all {len(damaged)} of its records are damaged" if damaged else

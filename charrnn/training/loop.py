@@ -22,6 +22,15 @@ What it guarantees at the edges:
   extra evaluation, so nobody waits for a pass over a large validation split.
 Only `max_time` depends on the wall clock; every other stopping rule is exact across resumes.
 
+A schedule fitted to the time: with a cosine schedule or a weight average but neither `max_steps`
+nor `max_epochs`, the horizon is the number of steps that fit in `max_time` (less a margin of
+`1 - TIME_MARGIN`), at the pace of the `PACE_STEPS` steps before the warm-up ends (`pace_window`);
+until then the cosine holds its peak. The pace is kept in `Progress`, so a resumed run keeps the
+same horizon (one stopped before the pace was fixed fixes it at the same step, from its own
+steps), and one resumed with another `max_time` moves it in proportion. A "30-minute" recipe
+then anneals in 30 minutes on a fast machine and a slow one alike, where a fixed `max_steps`
+either leaves time unused or is cut by `max_time` before its learning rate has come down.
+
 With `train.average`, each step after `average_start` of the run is folded into an average of
 the weights (an exponential moving average, or the plain mean of those steps); validation, the
 probe before a save, `best` and every use of the model (eval, sample, serve, export) take the
@@ -49,6 +58,10 @@ from charrnn.training.layout import LayoutChoice, apply_choice, choose_layout, t
 from charrnn.training.optim import all_finite, clip_by_global_norm, learning_rate, make_optimizer
 from charrnn.training.parallel import ShardedModel
 
+PACE_SKIP = 10  # steps of each session left out of the pace (their first products are slower)
+PACE_STEPS = 50  # steps whose mean time fits a schedule to max_time
+TIME_MARGIN = 0.97  # the share of max_time a fitted schedule plans for: the pace wanders
+
 
 @dataclass
 class Progress:
@@ -66,6 +79,7 @@ class Progress:
     patience_best: float | None = None  # the best of the scheduled evaluations only
     evals_since_best: int = 0  # scheduled evaluations since patience_best improved
     averaged: int = 0  # steps folded into the weight average (train.average)
+    step_seconds: float | None = None  # the pace that fitted the schedule to max_time, once measured
 
 
 @dataclass
@@ -109,7 +123,10 @@ class Trainer:
         self.batcher = StreamBatcher(train_tokens, self.cfg.batch_size, self.cfg.seq_len, self.sharded.rows)
         self.val_tokens = val_tokens[: self.cfg.eval_tokens] if self.cfg.eval_tokens else val_tokens
         self.optimizer = make_optimizer(self.cfg)
-        self.horizon = self.cfg.max_steps or self.batcher.steps_per_epoch * (self.cfg.max_epochs or 1)
+        cfg = self.cfg
+        epochs = self.batcher.steps_per_epoch * cfg.max_epochs if cfg.max_epochs else None
+        self.fixed_horizon = cfg.max_steps or epochs
+        self.fits_time = self.fixed_horizon is None and (cfg.lr_schedule == "cosine" or cfg.average != "none")
         self.loss_limit = self.cfg.diverge_ratio * math.log(model.vocab_size) if self.cfg.diverge_ratio else math.inf
         self.report, self._save = report, save
         self.checked_step: int | None = None  # the step whose parameters a probe or validation found sane
@@ -124,10 +141,34 @@ class Trainer:
         return TrainingState(params, self.optimizer.init(params), self.model.initial_state(self.cfg.batch_size), rng,
                              average=average)
 
-    @property
-    def average_from(self) -> int:
-        """The step after which each step is folded into the average."""
-        return int(self.cfg.average_start * self.horizon)
+    def horizon(self, progress: Progress) -> int | None:
+        """The step the schedule ends at: max_steps, else max_epochs' steps, else the steps that fit
+        in max_time at the measured pace (None until it is measured, or when nothing needs one)."""
+        if self.fixed_horizon is not None or not self.fits_time or progress.step_seconds is None:
+            return self.fixed_horizon
+        return int(TIME_MARGIN * self.config.max_seconds / progress.step_seconds)
+
+    def average_from(self, progress: Progress) -> int | None:
+        """The step after which each step is folded into the average (None while the horizon it is a
+        share of is not yet measured)."""
+        horizon = self.horizon(progress)
+        return 0 if self.cfg.average_start == 0 else None if horizon is None else int(self.cfg.average_start * horizon)
+
+    def pace_window(self, first_step: int) -> tuple[int, int]:
+        """The steps (from, to) whose mean time fixes the pace of a schedule fitted to max_time, for a
+        session that begins at `first_step`: it ends where the warm-up does (at step
+        `PACE_SKIP + PACE_STEPS` at the earliest), so a run resumed before then fixes it at the same
+        step, and it leaves out the session's first `PACE_SKIP` steps where it can."""
+        end = max(self.cfg.warmup_steps, PACE_SKIP + PACE_STEPS)
+        if first_step >= end:  # a run that began with another horizon
+            end = first_step + PACE_SKIP + PACE_STEPS
+        return min(first_step + PACE_SKIP, end - 1), end
+
+    def fix_pace(self, progress: Progress, step_seconds: float):
+        """Fit the schedule to max_time at this pace, and say so."""
+        progress.step_seconds = step_seconds
+        self.report("horizon", {"step": progress.step, "horizon": self.horizon(progress),
+                                "step_seconds": step_seconds, "max_time": self.cfg.max_time})
 
     def will_time_layout(self) -> bool:
         """Whether `choose_layout` without a known choice times anything (tens of seconds for a large model)."""
@@ -157,6 +198,8 @@ class Trainer:
             return "max_steps"
         if cfg.max_epochs is not None and progress.epoch >= cfg.max_epochs:
             return "max_epochs"
+        if self.fits_time and (horizon := self.horizon(progress)) is not None and progress.step >= horizon:
+            return "max_time"  # the steps planned for it are done
         if self.config.max_seconds is not None and progress.elapsed >= self.config.max_seconds:
             return "max_time"
         if cfg.patience is not None and progress.evals_since_best >= cfg.patience:
@@ -179,6 +222,8 @@ class Trainer:
         trainable = {k: v for k, v in state.params.items() if k not in self.frozen}  # updated in place
         clock = time.perf_counter()
         requested = None  # a stop request agreed at the last step
+        pace_from, pace_to = self.pace_window(start_step)  # a schedule fitted to max_time measures its pace
+        pace_mark = progress.elapsed
         while True:
             if requested is not None:
                 return self.save(state, ("last",)) or requested
@@ -198,11 +243,17 @@ class Trainer:
             norm = clip_by_global_norm(grads, cfg.clip_norm)
             if failure := self.judge(loss if math.isfinite(norm) else math.nan, progress.step + 1):
                 return failure
-            lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon)
+            lr = learning_rate(cfg, progress.step, progress.epoch, self.horizon(progress))
             self.optimizer.step(trainable, grads, state.optimizer, lr)
             state.hidden = final
             progress.step += 1
-            if state.average is not None and progress.step > self.average_from:
+            if self.fits_time and progress.step_seconds is None:
+                if progress.step == pace_from:
+                    pace_mark = progress.elapsed
+                elif progress.step == pace_to:
+                    self.fix_pace(progress, (progress.elapsed - pace_mark) / (pace_to - pace_from))
+            average_from = self.average_from(progress)
+            if state.average is not None and average_from is not None and progress.step > average_from:
                 progress.averaged += 1
                 update_average(state.average, state.params, cfg.average, cfg.average_decay, progress.averaged)
             progress.tokens += x.shape[0] * cfg.batch_size  # the whole batch, whichever streams are read here
@@ -227,7 +278,7 @@ class Trainer:
         if progress.step % cfg.eval_every != 0 and progress.step > start_step:
             if losses:
                 progress.train_loss = float(np.mean(losses))
-            lr = learning_rate(cfg, progress.step - 1, progress.epoch, self.horizon)
+            lr = learning_rate(cfg, progress.step - 1, progress.epoch, self.horizon(progress))
             if failure := self.validate(state, lr, scheduled=False):
                 return failure
         return self.save(state, ("last",)) or reason

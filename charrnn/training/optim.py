@@ -139,9 +139,10 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     return norm
 
 
-def learning_rate(cfg: TrainConfig, step: int, epoch: int, horizon: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, epoch: int, horizon: int | None) -> float:
     """The lr for optimizer step `step` (0-based) in epoch `epoch` (0-based); the cosine schedule
-    reaches min_lr at step `horizon` (max_steps, else max_epochs x steps per epoch)."""
+    reaches min_lr at step `horizon` (max_steps, else max_epochs x steps per epoch, else the steps
+    fitted to max_time) and holds its peak while a horizon fitted to max_time is not yet measured."""
     warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_schedule == "step":
         decays = (epoch - cfg.decay_after) // cfg.decay_every + 1 if epoch >= cfg.decay_after else 0
@@ -149,6 +150,8 @@ def learning_rate(cfg: TrainConfig, step: int, epoch: int, horizon: int) -> floa
     if cfg.lr_schedule == "cosine":
         if step < cfg.warmup_steps:
             return cfg.lr * warmup
+        if horizon is None:
+            return cfg.lr
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * warmup

@@ -105,8 +105,6 @@ CASES = {
                               "train.step_products must be one of auto, batch_major, gate_major, packed"),
     "bad max_time": ([*TRAIN, "--max-time", "soon"], "max_time must look like"),
     "no stopping rule": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null"], "all empty"),
-    "cosine without horizon": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null",
-                                "--max-time", "1m", "--set", "train.lr_schedule=cosine"], "cosine"),
     "bidirectional": ([*TRAIN, "--set", "model.bidirectional=true"], "bidirectional"),
     "dropout 1": ([*TRAIN, "--set", "model.dropout=1"], "model.dropout must be in [0, 1)"),
     "patience 0": ([*TRAIN, "--patience", "0"], "train.patience must be positive"),
@@ -119,8 +117,6 @@ CASES = {
     "unknown average": ([*TRAIN, "--set", "train.average=swa"], "train.average must be one of none, ema, tail"),
     "average decay 1": ([*TRAIN, "--set", "train.average=ema", "--set", "train.average_decay=1"],
                         "train.average_decay must be in (0, 1)"),
-    "average without a horizon": (["train", "corpus.txt", "--out", "r", "--set", "train.max_steps=null",
-                                   "--max-time", "1m", "--set", "train.average=tail"], "train.average begins"),
     "a paper's name for a key": ([*TRAIN, "--set", "model.dropouth=0.2"], "did you mean 'model.locked_dropout'"),
     "retime with print-config": (["train", "--print-config", "--retime"], "--retime"),
     # train: sizes are refused from an estimate, before allocating

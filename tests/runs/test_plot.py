@@ -56,6 +56,15 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and command.help and len(result.output) > 200, name
 
 
+def test_the_record_of_a_schedule_fitted_to_max_time_is_no_point_and_no_damage(tmp_path):
+    pytest.importorskip("matplotlib")
+    fitted = {"kind": "horizon", "step": 2, "horizon": 40, "step_seconds": 0.5, "max_time": "20s"}
+    run = write_run(tmp_path / "a", [*RECORDS[:2], fitted, RECORDS[2]])
+    result = CliRunner().invoke(cli, ["plot", str(run), "-o", str(tmp_path / "curve.png")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and (tmp_path / "curve.png").stat().st_size > 0
+
+
 def test_damaged_records_are_skipped_and_counted_in_one_warning(tmp_path):
     pytest.importorskip("matplotlib")
     run = write_run(tmp_path / "a", RECORDS)

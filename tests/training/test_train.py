@@ -1,5 +1,6 @@
 """`charrnn train`: determinism, exact resume, signals, crash safety, failure modes, learning."""
 
+import copy
 import json
 import signal
 import subprocess
@@ -105,6 +106,95 @@ def test_averaging_begins_at_its_share_of_the_run_and_can_be_turned_on_when_resu
     assert resumed.exit_code == 0, resumed.output
     saved = runs.read_checkpoint(plain / "last.npz")
     assert saved.meta["progress"]["averaged"] == 4 and saved.average is not None
+
+
+class SteadyClock:
+    """The training loop's clock: each reading 1/64 s after the last, so every step takes 1/64 s of
+    training time (from the reading after the last step's to the one after its own), whatever the
+    machine does."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1 / 64
+        return self.now
+
+
+FITTED = [*TINY, "--set", "train.max_steps=null", "--max-time", "2s", "--set", "train.lr_schedule=cosine",
+          "--set", "train.warmup_steps=60", "--set", "train.min_lr=0.0001", "--set", "train.average=tail"]
+
+
+def test_without_max_steps_a_cosine_schedule_and_its_average_are_fitted_to_max_time(corpus_file, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setattr("charrnn.training.loop.time", SteadyClock())
+    run = tmp_path / "run"
+    result = train(corpus_file, "--out", run, *FITTED)
+    assert result.exit_code == 0, result.output
+    horizon = int(0.97 * 2 * 64)  # the steps of 1/64 s that fit in 97% of two seconds
+    assert horizon == 124
+    assert "fitted the schedule to train.max_time 2s: 124 steps at 0.016 s a step (measured by step 60)" \
+        in result.stderr
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["kind"] == "horizon"] == [
+        {"kind": "horizon", "step": 60, "horizon": 124, "step_seconds": 1 / 64, "max_time": "2s"}]
+    lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "log"}
+    assert lrs[30] < lrs[60] == 2e-3  # the warm-up, then the cosine, down to min_lr by the last step
+    assert 1.99e-3 < lrs[62] < lrs[60] and lrs[124] == pytest.approx(1e-4, rel=0.02)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["reason"] == "max_time" and summary["steps"] == 124
+    assert runs.read_checkpoint(run / "last.npz").meta["progress"]["averaged"] == 124 - 62
+
+
+def test_a_fitted_run_whose_time_runs_out_before_its_pace_is_measured_stops_by_max_time(corpus_file, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setattr("charrnn.training.loop.time", SteadyClock())
+    run = tmp_path / "run"
+    result = train(corpus_file, "--out", run, *FITTED, "--max-time", "0.5s")  # 32 steps; the pace needs 60
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "summary.json").read_text())["reason"] == "max_time"
+    assert "fitted the schedule" not in result.stderr
+    assert runs.read_checkpoint(run / "last.npz").meta["progress"]["step"] == 32
+
+
+def test_a_run_resumed_with_another_max_time_moves_its_fitted_horizon_and_says_so(corpus_file, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setattr("charrnn.training.loop.time", SteadyClock())
+    run = tmp_path / "run"
+    assert train(corpus_file, "--out", run, *FITTED, "--max-time", "1.25s").exit_code == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == int(0.97 * 1.25 * 64)
+    resumed = train(corpus_file, "--out", run, "--resume", *FITTED)
+    assert resumed.exit_code == 0, resumed.output
+    assert "train.max_time: '1.25s' -> '2s'" in resumed.stderr and "horizon" in resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 124
+
+
+@pytest.mark.parametrize("stop_at", [30, 90])  # before the pace is measured (step 60) and after
+def test_a_run_fitted_to_max_time_resumes_bit_for_bit(monkeypatch, stop_at):
+    config = Config()
+    config.model.cell, config.model.hidden_size, config.model.num_layers = "gru", 16, 1
+    config.train.batch_size, config.train.seq_len, config.train.eval_every = 4, 8, 25
+    config.train.max_steps, config.train.max_time, config.train.lr_schedule = None, "2s", "cosine"
+    config.train.warmup_steps, config.train.average = 60, "tail"
+    tokens = np.tile(np.arange(5), 300)
+
+    def finish(state=None, should_stop=lambda state: None):
+        monkeypatch.setattr("charrnn.training.loop.time", SteadyClock())
+        saved = []
+        trainer = Trainer(config, RNNLM(config.model, 5), tokens, tokens[:100], lambda kind, record: None,
+                          lambda state, names: saved.append(copy.deepcopy(state)))
+        state = state or trainer.initial_state()
+        return trainer.run(state, lambda: should_stop(state)), saved[-1]
+
+    reason, whole = finish()
+    assert reason == "max_time"
+    reason, stopped = finish(should_stop=lambda state: "interrupted" if state.progress.step == stop_at else None)
+    assert reason == "interrupted" and stopped.progress.step == stop_at + 1
+    reason, resumed = finish(stopped)
+    assert reason == "max_time" and resumed.progress.step == whole.progress.step == 124
+    assert all(np.array_equal(whole.params[k], resumed.params[k]) and np.array_equal(whole.average[k],
+                                                                                      resumed.average[k])
+               for k in whole.params)
 
 
 @pytest.mark.parametrize("layout", ["gate_major", pytest.param("packed", marks=pytest.mark.skipif(
