@@ -27,11 +27,11 @@ from charrnn.files.outputs import OutputFile
                                               "it, and the checkpoint is not changed.")
 @click.option("--dynamic-method", type=click.Choice(["rms", "sgd"]), default="rms", show_default=True,
               help="rms: the paper's RMS-normalised update, calibrated on the run's training split; sgd: plain steps.")
-@click.option("--dynamic-lr", type=float, default=None, help="Adaptation learning rate.  [default: 3e-4 rms, 0.03 sgd]")
+@click.option("--dynamic-lr", type=float, default=None, help="Adaptation learning rate.  [default: 2e-4 rms, 0.03 sgd]")
 @click.option("--dynamic-decay", type=float, default=None,
               help="Pull towards the original weights per segment.  [default: 1e-3 rms, 0 sgd]")
-@click.option("--dynamic-seq", type=click.IntRange(1, 1 << 16), default=50, show_default=True,
-              help="Tokens per segment: scored, then learned from.")
+@click.option("--dynamic-seq", type=click.IntRange(1, 1 << 16), default=None,
+              help="Tokens per segment: scored, then learned from.  [default: 20 rms, 50 sgd]")
 @click.option("--ngram", type=int, default=None, metavar="ORDER",
               help="Mix each prediction with an adaptive n-gram model of up to ORDER tokens of context, which has "
                    "read the run's training split and learns the text as it is scored (as compressors mix their "
@@ -83,7 +83,7 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     settings = DynamicSettings(dynamic_method, dynamic_lr, dynamic_decay, dynamic_seq) if dynamic else None
     if settings is not None:
         settings.validate()
-        chunk = settings.seq
+        chunk = settings.segment
     mixing = NgramSettings(ngram) if ngram is not None else None
     if mixing is not None:
         mixing.validate()

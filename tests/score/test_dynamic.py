@@ -30,6 +30,15 @@ def test_with_learning_rate_0_the_result_equals_plain_eval_exactly(trained_run, 
     assert still["dynamic"] == {"method": method, "lr": 0.0, "decay": 0.0, "seq": 50} and plain["dynamic"] is None
 
 
+@pytest.mark.parametrize("method, defaults", [("rms", {"lr": 2e-4, "decay": 1e-3, "seq": 20}),
+                                               ("sgd", {"lr": 0.03, "decay": 0.0, "seq": 50})])
+def test_each_method_has_its_own_tuned_defaults_and_a_flag_overrides_one(trained_run, method, defaults):
+    assert evaluate(trained_run, "--split", "val", "--dynamic", "--dynamic-method", method)["dynamic"] == \
+        {"method": method, **defaults}
+    assert evaluate(trained_run, "--split", "val", "--dynamic", "--dynamic-method", method,
+                    "--dynamic-seq", 7)["dynamic"] == {"method": method, **defaults, "seq": 7}
+
+
 class Recorder:
     """Wraps a model and an adapter, noting which targets each forward scored and at which weight version."""
 
