@@ -31,7 +31,7 @@ CONFIG_FILE = $(firstword $(wildcard $(CONFIG)) charrnn/configs/$(CONFIG).yaml)
 MEMORY := .make
 RUN_MEMORY = $(MEMORY)/$(RUN)
 DATA_MEMORY = $(MEMORY)/$(DATA)
-# the model sample and eval use: the run that is there, else one trained now
+# the model sample and eval use: the run that is there, else one trained now (an ensemble's is the stamp)
 RUN_MODEL = $(or $(wildcard $(RUN)/last.npz),$(RUN_MEMORY)/trained)
 
 PREPARE_SETTINGS = corpus=$(CORPUS) flags=$(PREPARE_FLAGS)
@@ -102,7 +102,7 @@ $(RUN_MEMORY)/train.settings: FORCE
 # what the run in RUN was started with, to tell an unfinished run from one made with other settings
 STARTED = $(RUN_MEMORY)/started.settings
 $(RUN_MEMORY)/trained: $(RUN_MEMORY)/train.settings $(DATA_MEMORY)/data.id
-	@test ! -f $(RUN)/last.npz || test -n "$(FORCE)$(RESUME)" || { \
+	@{ test ! -f $(RUN)/last.npz && test ! -f $(RUN)/ensemble.json; } || test -n "$(FORCE)$(RESUME)" || { \
 		if cmp -s $(STARTED) $(RUN_MEMORY)/train.settings; then \
 			echo "make: $(RUN) holds an unfinished run with these settings (it was stopped before its end);" \
 				"continue it with RESUME=1, or replace it with FORCE=1" >&2; \

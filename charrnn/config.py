@@ -93,6 +93,7 @@ class TrainConfig:
     average: str = "none"  # none | ema | tail: the weights eval, sample, serve and export use
     average_decay: float = 0.999  # ema: the weight of the average so far at each step
     average_start: float = 0.5  # the share of the run's horizon (as the schedule's) after which averaging begins
+    members: int = 1  # networks trained one after another, predictions averaged (charrnn.runs.ensemble)
     init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters
     init_from_sha256: typing.Optional[str] = None  # the sha256 of that checkpoint (charrnn records it)
 
@@ -125,7 +126,7 @@ CHOICES = {
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.embedding_dim", "model.bow_window",
             "train.batch_size", "train.seq_len", "train.lr", "train.max_steps", "train.eval_every",
             "train.checkpoint_every", "train.log_every", "train.decay_every", "train.eps",
-            "train.max_epochs", "train.eval_tokens", "train.patience", "train.diverge_ratio")
+            "train.max_epochs", "train.eval_tokens", "train.patience", "train.diverge_ratio", "train.members")
 NON_NEGATIVE = ("train.weight_decay", "train.clip_norm", "train.min_lr", "train.warmup_steps",
                 "train.keep_checkpoints", "train.decay_after", "train.momentum", "train.seed", "train.threads",
                 "train.activation_penalty", "train.temporal_penalty")
@@ -135,6 +136,7 @@ UNIT_INTERVAL = {"model.dropout": "[0, 1)", "model.locked_dropout": "[0, 1)", "m
                  "train.average_decay": "(0, 1)", "train.average_start": "[0, 1)"}
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_CONFIG_BYTES = 1 << 20
+MAX_MEMBERS = 16  # networks in an ensemble
 SYNONYMS = {"learning_rate": "lr", "lr_decay": "decay_rate", "learning_rate_decay": "decay_rate",
             "epochs": "max_epochs", "num_epochs": "max_epochs", "steps": "max_steps", "iterations": "max_steps",
             "max_iters": "max_steps", "seq_length": "seq_len", "sequence_length": "seq_len", "block_size": "seq_len",
@@ -357,5 +359,10 @@ def validate(config: Config):
     if train.max_steps is None and train.max_epochs is None and train.max_time is None:
         raise UserError("train.max_steps, train.max_epochs and train.max_time are all empty; set at least one "
                         "so that training stops")
+    if train.members > MAX_MEMBERS:
+        raise UserError(f"train.members must be at most {MAX_MEMBERS}, not {train.members}")
+    if train.members > 1 and train.init_from is not None:
+        raise UserError("train.init_from fine-tunes one network, and train.members trains several; fine-tune "
+                        "one member at a time (--init-from RUN/member-1), or leave train.members at 1")
     if train.init_from_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", train.init_from_sha256):
         raise UserError(f"train.init_from_sha256 must be 64 hexadecimal digits, not {train.init_from_sha256!r}")

@@ -23,21 +23,31 @@ def own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A tiny model trained for a few steps on the small corpus (shared by the sample/eval tests)."""
+def train_tiny(root, *extra):
+    """A tiny model (or ensemble) trained for a few steps on the small corpus, in root/run."""
     from click.testing import CliRunner
 
     from charrnn.cli import cli
 
-    root = tmp_path_factory.mktemp("trained")
     corpus = root / "corpus.txt"
     corpus.write_text(SHAKESPEARE_LIKE, encoding="utf-8")
     result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(root / "run"), "--hidden-size", "24",
                                       "--seq-len", "16", "--batch-size", "4", "--max-steps", "30", "--quiet",
-                                      "--set", "train.eval_every=15", "--set", "train.lr=0.01"])
+                                      "--set", "train.eval_every=15", "--set", "train.lr=0.01", *extra])
     assert result.exit_code == 0, result.output
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny model trained for a few steps on the small corpus (shared by the sample/eval tests)."""
+    return train_tiny(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def trained_ensemble(tmp_path_factory):
+    """An ensemble of two tiny networks (`train.members`), trained like `trained_run`."""
+    return train_tiny(tmp_path_factory.mktemp("ensemble"), "--set", "train.members=2")
 
 
 # --- helpers for the fault suite: subprocess runs, one-line failures, snapshots, real faults ---

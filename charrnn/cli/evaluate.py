@@ -57,7 +57,8 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     TEXTS are files, folders of them, or - for standard input. A long text is scored fast as
     pieces side by side, each first reading the WARMUP tokens before it (within 0.001 nats of
     the exact figure on Tiny Shakespeare); --exact reads it as one stream. The method used is
-    in the output.
+    in the output. An ensemble (train.members) scores the mean of its networks' probabilities,
+    each network reading (and with --dynamic, adapting to) the text alone.
 
     \b
     Examples:
@@ -71,8 +72,10 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     import json
     import tempfile
 
-    from charrnn.runs.run import load_model
+    from charrnn.nn.ensemble import Ensemble
+    from charrnn.runs.run import load_models
     from charrnn.score.dynamic import DynamicSettings, make_adapter
+    from charrnn.score.ensemble import score_ensemble
     from charrnn.score.eval_text import Tokens, encode_sources, nll_file, score_ids, streams_products
     from charrnn.score.evaluate import training_tokens
     from charrnn.score.mixing import NgramSettings, check_length
@@ -87,9 +90,11 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     mixing = NgramSettings(ngram) if ngram is not None else None
     if mixing is not None:
         mixing.validate()
-    model, params, vocab, meta = load_model(run)
+    model, params, vocab, meta = load_models(run)
+    ensemble = isinstance(model, Ensemble)
+    networks = list(zip(model.models, params)) if ensemble else [(model, params)]
     training = training_tokens(meta) if settings is not None or mixing is not None else None
-    adapter = make_adapter(settings, model, params, training) if settings is not None else None
+    adapters = [make_adapter(settings, m, p, training) if settings is not None else None for m, p in networks]
     with tempfile.TemporaryDirectory(prefix="charrnn-eval-") as scratch:
         if split:
             tokens = Tokens(split_tokens(meta, split))
@@ -112,9 +117,15 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
             products = model.dtype.name if no_bfloat16 else streams_products(model)
             method = Method(streams, warmup, products) if streams else Method.automatic(predictions, warmup, products)
         nll = nll_file(Path(scratch), len(tokens.ids)) if html_path is not None or mixing else None
-        with progress_bar(predictions, "eval", "tok", quiet, unit_scale=True) as bar:
-            score = score_ids(model, params, tokens.ids, method, chunk, adapter, nll, bar.update)
-        check_score(score, settings, vocab.size)
+        members = None
+        with progress_bar(predictions * len(networks), "eval", "tok", quiet, unit_scale=True) as bar:
+            if ensemble:
+                score, members = score_ensemble(model.models, params, tokens.ids, method, chunk, adapters,
+                                                Path(scratch), nll, bar.update)
+            else:
+                score = score_ids(model, params, tokens.ids, method, chunk, adapters[0], nll, bar.update)
+        for figure in members or [score]:
+            check_score(figure, settings, vocab.size)
         mixed = None
         if mixing is not None:
             with progress_bar(predictions, "mix", "tok", quiet, unit_scale=True) as bar:
@@ -122,7 +133,8 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
         figures = {"nats_per_token": score.nats_per_token, "bits_per_token": score.bits_per_token,
                    "perplexity": score.perplexity, "tokens": score.tokens, "unknown": tokens.unknown,
                    "unknown_handling": tokens.handling, **method.describe(),
-                   "dynamic": settings.describe() if settings is not None else None, "ngram": mixed}
+                   "dynamic": settings.describe() if settings is not None else None, "ngram": mixed,
+                   "members_nats_per_token": [m.nats_per_token for m in members] if members else None}
         if page is not None:
             write_page(page, figures, tokens, nll, vocab, split, texts, encoding)
     if as_json:
@@ -140,9 +152,13 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
                                        f"{method.products} products"))
     if settings is not None:
         click.echo("dynamic            " + ", ".join(f"{k} {v}" for k, v in settings.describe().items()))
+    if members:
+        click.echo(f"ensemble           the mean of {len(members)} networks' probabilities; alone "
+                   + ", ".join(f"{m.nats_per_token:.4f}" for m in members) + f" nats per {unit}")
     if mixed is not None:
         click.echo(f"n-gram mix         order {mixed['order']}, lr {mixed['lr']}, primed on {mixed['primed_tokens']:,} "
-                   f"training tokens; the network alone {mixed['network_nats_per_token']:.4f} nats per {unit}")
+                   f"training tokens; the {'ensemble' if members else 'network'} alone "
+                   f"{mixed['network_nats_per_token']:.4f} nats per {unit}")
 
 
 def mix(score, ids, nll, settings, vocab_size: int, training, on_tokens):
@@ -205,12 +221,14 @@ def split_tokens(meta: dict, split: str):
 
 
 def shown_figure(key: str, value) -> str:
-    """A figure as the page's table shows it: 4 decimals, settings as 'name value' pairs (a figure
+    """A figure as the page's table shows it: 4 decimals (each of a list's), settings as 'name value' pairs (a figure
     among them with 4 decimals), 'off'."""
     if value is None:
         return "off"
     if isinstance(value, float):
         return f"{value:.4f}"
+    if isinstance(value, list):
+        return ", ".join(f"{figure:.4f}" for figure in value)
     if isinstance(value, dict):
         return ", ".join(f"{name} {setting:.4f}" if name.endswith("per_token") else f"{name} {setting}"
                          for name, setting in value.items())

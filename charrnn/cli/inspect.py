@@ -48,9 +48,9 @@ def inspect_model(ctx, run, texts, split, max_chars, features, top, html_path, p
 
     \b
     Examples:
-      charrnn inspect runs/shakespeare --split val --html cells.html
+      charrnn inspect runs/shakespeare/member-1 --split val --html cells.html
       charrnn inspect runs/code program.py --feature 'indent=(?m)^ +' --json
-      charrnn inspect runs/shakespeare --split val --plot memory.png --states states.npz
+      charrnn inspect runs/shakespeare/member-1 --split val --plot memory.png --states states.npz
     """
     import json
     import tempfile
@@ -72,7 +72,7 @@ def inspect_model(ctx, run, texts, split, max_chars, features, top, html_path, p
         from charrnn.inspect.plot import pyplot_for
 
         pyplot_for(outputs["--plot"])
-    model, params, vocab, meta = load_model(run)
+    model, params, vocab, meta = load_model(run, "inspect")
     if model.config.bidirectional:
         raise UserError("a bidirectional model reads the future: its units do not describe reading a text")
     kinds = page_kinds_of(page_kinds, model.config.cell)

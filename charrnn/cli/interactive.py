@@ -21,6 +21,7 @@ import click
 from charrnn import signals
 from charrnn.compute import memory
 from charrnn.errors import Stopped, UserError
+from charrnn.nn.ensemble import network_count
 from charrnn.user_text import check_text
 
 HELP = r"""Type text and press Enter: the model continues it. An empty line lets it go on.
@@ -144,7 +145,8 @@ def converse(model, params, vocab, request):
 
 def fits(model, vocab, length: int):
     """Refuse a continuation length whose tokens would not fit in memory, as `charrnn sample` does."""
-    memory.require(memory.sampling_bytes(model.config, vocab.size, 1, length), f"a continuation of {length:,} tokens",
+    memory.require(network_count(model) * memory.sampling_bytes(model.config, vocab.size, 1, length),
+                   f"a continuation of {length:,} tokens",
                    "give a smaller /length")
 
 

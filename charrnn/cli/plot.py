@@ -16,7 +16,8 @@ from charrnn.cli.group import cli
 @click.option("--title", default=None, help="Figure title.  [default: the run names]")
 @click.option("--force", is_flag=True, help="Replace the image file if it exists (never a file of a run).")
 def plot(runs, output, title, force):
-    """Draw train and val loss against tokens seen and wall time, one colour per run.
+    """Draw train and val loss against tokens seen and wall time, one colour per run (each
+    member of an ensemble is a run).
 
     \b
     Examples:
@@ -24,8 +25,10 @@ def plot(runs, output, title, force):
       charrnn plot runs/lstm runs/gru -o compare.png     # runs overlaid
     """
     from charrnn.files.outputs import OutputFile
+    from charrnn.runs.ensemble import is_ensemble, member_directories
     from charrnn.runs.plot import plot_runs
 
     destination = OutputFile(output, "--output", force).check()
-    plot_runs(list(runs), destination, title, warn=lambda line: click.echo(line, err=True))
+    runs = [member for run in runs for member in (member_directories(run) if is_ensemble(run) else [run])]
+    plot_runs(runs, destination, title, warn=lambda line: click.echo(line, err=True))
     click.echo(f"wrote {output}")

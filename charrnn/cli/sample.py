@@ -44,6 +44,7 @@ def read_prime(prime_file) -> str:
 def sample(run, prime_file, interactive, stream, as_json, **settings):
     """Generate text from a trained model: RUN is a run directory (best.npz, else last.npz) or a checkpoint.
 
+    An ensemble's directory (train.members) draws from the mean of its networks' probabilities.
     Several samples are printed one after another, each under a `--- sample i of M ---` line.
 
     \b
@@ -56,7 +57,8 @@ def sample(run, prime_file, interactive, stream, as_json, **settings):
     """
     from charrnn.compute import memory
     from charrnn.generate.generation import GenerationRequest
-    from charrnn.runs.run import load_model
+    from charrnn.nn.ensemble import network_count
+    from charrnn.runs.run import load_models
 
     if settings["prime"] is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
@@ -67,8 +69,9 @@ def sample(run, prime_file, interactive, stream, as_json, **settings):
     request.validate()
     if interactive and (as_json or request.num_samples > 1 or request.best_of is not None):
         raise click.UsageError("--interactive continues one text: leave out --json, --num-samples and --best-of")
-    model, params, vocab, _ = load_model(run)
-    memory.require(memory.sampling_bytes(model.config, vocab.size, request.streams, request.length),
+    model, params, vocab, _ = load_models(run)
+    need = network_count(model) * memory.sampling_bytes(model.config, vocab.size, request.streams, request.length)
+    memory.require(need,
                    f"sampling {request.streams:,} x {request.length:,} tokens", "lower --num-samples or --length")
     if interactive:
         from charrnn.cli.interactive import converse

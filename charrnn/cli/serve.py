@@ -67,18 +67,19 @@ def serve(run, host, port, api_key, model_name, max_length, max_samples, max_bea
         raise UserError(f"charrnn serve needs the serve extra ({missing.name} is not installed): "
                         f"{install_command('serve')}") from None
     from charrnn.generate.generation import Limits
-    from charrnn.runs.run import find_checkpoint, load_model
+    from charrnn.runs.ensemble import MANIFEST, is_ensemble
+    from charrnn.runs.run import find_checkpoint, load_models
 
     if api_key is not None and not api_key.strip():
         raise click.BadParameter("the key is empty", param_hint="--api-key")
-    checkpoint = find_checkpoint(run)
-    model, params, vocab, meta = load_model(run)
+    model, params, vocab, meta = load_models(run)
+    made = Path(run) / MANIFEST if is_ensemble(run) else find_checkpoint(run)
     model.stepper(params, 1)  # a bidirectional model cannot generate: refuse it now, not per request
     limits = ServerLimits(Limits(length=max_length, samples=max_samples, beam=max_beam), body_bytes=max_body,
                           max_concurrent=max_concurrent, batch_streams=max_batch, body_seconds=request_timeout)
     model_id = model_name or (Path(run).name if Path(run).is_dir() else Path(run).stem)
     app = create_app(model, params, vocab, meta, limits, model_id=model_id, api_key=api_key,
-                     created=int(checkpoint.stat().st_mtime))
+                     created=int(made.stat().st_mtime))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

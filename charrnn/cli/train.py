@@ -15,6 +15,7 @@ from charrnn import signals
 from charrnn.cli.group import cli, progress_bar
 from charrnn.data.corpus import corpus_name
 from charrnn.errors import UserError
+from charrnn.runs.ensemble import is_ensemble
 
 TRAIN_FLAGS = {"cell": "model.cell", "hidden_size": "model.hidden_size", "layers": "model.num_layers",
                "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
@@ -66,6 +67,7 @@ def train(source, config_path, out, resume, force, assignments, retime, print_co
     Examples:
       charrnn train input.txt                            # -> runs/input/
       charrnn train data/input -c shakespeare --max-time 30m
+      charrnn train data/input --set train.members=4     # four networks, their predictions averaged
       charrnn train data/input --set model.cell=gru --set train.lr=0.003
       charrnn train --out runs/input --resume            # after Ctrl-C
       charrnn train new.txt --init-from runs/input --out runs/new --patience 3   # fine-tune
@@ -85,7 +87,7 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
     """Rank 0's (or the only process's) part of `train`: check, prepare, claim, train, summarise."""
     from charrnn.config import resolve
     from charrnn.runs.run import claim
-    from charrnn.runs.session import fine_tune_config, open_session, resume_config
+    from charrnn.runs.session import fine_tune_config, resume_config
 
     if print_config:
         pointless = [flag for flag, given in (("--resume", resume), ("--force", force), ("--retime", retime)) if given]
@@ -102,37 +104,122 @@ def prepare_and_train(comm, lead, source, config_path, out, resume, force, assig
                                "(or --resume --out RUN)")
     out = out or Path("runs") / corpus_name(source)
     config = None if resume else resolve(config_path, assignments, flags)
+    if is_ensemble(out) if resume else config.train.members > 1:
+        return train_ensemble(comm, lead, source, out, resume, force, config, (config_path, assignments, flags),
+                              quiet, retime)
     init = None
     if config is not None and config.train.init_from is not None:
         config, init = fine_tune_config(config, config_path, assignments, flags)
-    if config is not None and config.model.bidirectional:
-        raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
-                        "set it to false (bidirectional layers are for library use)")
+    refuse_bidirectional(config)
     with claim(out) as held:
         if resume:
             config, saved, changes = resume_config(out, config_path, assignments, flags)
+            if config.train.members > 1:
+                raise UserError(f"{out} holds one network: train.members cannot change when resuming; "
+                                f"train an ensemble with --out in a new run directory")
             warn_about_changes(changes, config)
         else:
             saved = None
-            if (out / "last.npz").exists() and not force:
-                raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
-                                f"or --out for a new run directory")
-        if config.train.batch_size < comm.size:
-            raise UserError(f"train.batch_size {config.train.batch_size} is smaller than the {comm.size} MPI "
-                            f"processes; give every process at least one stream")
-        with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
-            session = open_session(source, out, config, saved, on_bytes=bar.update, init=init)
-        try:
-            trainer, state, reporter = start_training(session, config, held, quiet, comm, retime)
-            reason, state = train_started(comm, lead, session, config, trainer, state, reporter, out)
-        finally:  # a new run that saved nothing (a failure, or a stop signal before its first step) leaves nothing
-            if held.fresh and session.run_dir.saved_step is None:
-                held.keep = False
-        if reason in ("non_finite", "diverged"):
-            from charrnn.cli.console import failure_line
+            refuse_replacing(out, force)
+        reason, state = train_run(comm, lead, source, out, config, saved, held, quiet, retime, init)
+    finish_training(reason, state, source, out)
 
-            raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
-        finish_training(reason, state, source, out)
+
+def refuse_bidirectional(config):
+    if config is not None and config.model.bidirectional:
+        raise UserError("model.bidirectional is true, but a language model must not see the text it predicts; "
+                        "set it to false (bidirectional layers are for library use)")
+
+
+def refuse_replacing(out: Path, force: bool):
+    """A new run does not replace a run (or an ensemble) already in `out` unless --force says so."""
+    if ((out / "last.npz").exists() or is_ensemble(out)) and not force:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, --force to start over, "
+                        f"or --out for a new run directory")
+
+
+def train_run(comm, lead, source, out, config, saved, held, quiet, retime, init=None):
+    """Open the session and train in the claimed run directory `out` -> (the reason it stopped, the
+    state); a run that failed or diverged is refused with one line."""
+    from charrnn.runs.session import open_session
+
+    if config.train.batch_size < comm.size:
+        raise UserError(f"train.batch_size {config.train.batch_size} is smaller than the {comm.size} MPI "
+                        f"processes; give every process at least one stream")
+    with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
+        session = open_session(source, out, config, saved, on_bytes=bar.update, init=init)
+    try:
+        trainer, state, reporter = start_training(session, config, held, quiet, comm, retime)
+        reason, state = train_started(comm, lead, session, config, trainer, state, reporter, out)
+    finally:  # a new run that saved nothing (a failure, or a stop signal before its first step) leaves nothing
+        if held.fresh and session.run_dir.saved_step is None:
+            held.keep = False
+    if reason in ("non_finite", "diverged"):
+        from charrnn.cli.console import failure_line
+
+        raise UserError(failure_line(reason, reporter.failure_step, session.run_dir, kept=held.keep))
+    return reason, state
+
+
+def train_ensemble(comm, lead, source, out, resume, force, config, resolving, quiet, retime):
+    """Train an ensemble's members one after another (`charrnn.runs.ensemble`), each in a run
+    directory of its own inside `out`; resuming resumes each member that has saved and starts the others."""
+    from charrnn.cli.console import summary_lines
+    from charrnn.config import resolve
+    from charrnn.files.atomic import write_atomic
+    from charrnn.runs.ensemble import ensemble_data, member_config, member_directories, write_manifest
+    from charrnn.runs.run import RunDirectory, claim
+    from charrnn.runs.session import open_source, resume_config
+
+    if comm.size > 1:
+        raise UserError("train.members trains its networks one after another in one process; under MPI, train "
+                        "each network as a run of its own (--set train.seed=N --out RUN-N)")
+    refuse_bidirectional(config)
+    with claim(out) as held:
+        if resume:
+            members = member_directories(out)
+            old = resolve(out / "config.yaml")
+            config = resolve(*resolving, base=old.to_dict())
+            if config.model != old.model or config.train.members != old.train.members:
+                raise UserError("model settings and train.members cannot change when resuming an ensemble; "
+                                "start a new one with --out to change them")
+            warn_about_changes([f"train.{key}: {getattr(old.train, key)!r} -> {value!r}"
+                                for key, value in vars(config.train).items() if getattr(old.train, key) != value],
+                               config)
+        else:
+            refuse_replacing(out, force)
+        with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
+            data, _ = open_source(source or ensemble_data(out), out, bar.update)
+        if resume and data.vocab.to_json() != (out / "vocab.json").read_text(encoding="utf-8"):
+            raise UserError(f"{source} has a different vocabulary from the ensemble in {out}; resume with the "
+                            f"same SOURCE, or with none")
+        if not resume:
+            RunDirectory(out, config, data.vocab, data.directory).clear()
+            write_atomic(out / "vocab.json", data.vocab.to_json())
+            write_manifest(out, config.train.members, data.directory)
+            members = member_directories(out)
+        write_atomic(out / "config.yaml", config.to_yaml())
+        for k, member in enumerate(members, start=1):
+            resuming = (member / "last.npz").is_file()
+            member_settings = member_config(config, k)
+            click.echo(f"member {k} of {len(members)}: seed {member_settings.train.seed}"
+                       + (f", {member_settings.train.max_time} of train.max_time" if config.max_seconds else ""),
+                       err=True)
+            try:
+                with claim(member) as member_held:
+                    saved = None
+                    if resuming:
+                        member_settings, saved, _ = resume_config(member, None, (), {}, member_settings)
+                    reason, state = train_run(comm, lead, str(data.directory), member, member_settings, saved,
+                                              member_held, quiet, retime)
+            finally:  # once a member has saved, the ensemble stays, however the command ends
+                if (member / "last.npz").is_file():
+                    held.started()
+            if reason in ("interrupted", "terminated"):
+                finish_training(reason, state, source, out, member)
+            for line in summary_lines(reason, state.progress, member)[:-1]:
+                click.echo(line)
+    click.echo(f"try: charrnn sample {out} --length 500   (the {len(members)} networks' mean prediction)")
 
 
 def train_started(comm, lead, session, config, trainer, state, reporter, out):
@@ -206,11 +293,12 @@ def lay_out(trainer, state, config, vocab_size: int, comm, retime: bool):
         layouts.remember(facts, choice)
 
 
-def finish_training(reason: str, state, source, out):
-    """The summary on stdout; a stopped run exits 130/143 after saying how to resume."""
+def finish_training(reason: str, state, source, out, trained=None):
+    """The summary of the run `trained` (`out`, or an ensemble's member in it) on stdout; a stopped
+    run exits 130/143 after saying how to resume `out`."""
     from charrnn.cli.console import summary_lines
 
-    for line in summary_lines(reason, state.progress, out):
+    for line in summary_lines(reason, state.progress, trained or out):
         click.echo(line)
     if reason in ("interrupted", "terminated"):
         words = ["charrnn", "train", *([source] if source else []), "--out", str(out), "--resume"]

@@ -56,9 +56,9 @@ def export(target: Path, fmt: str, output: Path | None, float16: bool = False, f
         target = Path(target)
         output = target / f"model{SUFFIXES[fmt]}" if target.is_dir() else target.with_suffix(SUFFIXES[fmt])
     destination = OutputFile(output, "--output", force)
-    find_checkpoint(target)  # a missing run is said first
+    find_checkpoint(target, "export")  # a missing run, or an ensemble, is said first
     destination.check()
-    model, params, vocab, meta = load_model(target)
+    model, params, vocab, meta = load_model(target, "export")
     if model.config.bidirectional:
         raise UserError("a bidirectional model reads the future, so it cannot be stepped or exported; "
                         "export a unidirectional one")

@@ -32,7 +32,7 @@ from typing import BinaryIO, Iterator
 from charrnn.errors import UserError
 from charrnn.files.atomic import TEMP_SUFFIX, atomic_writer
 
-RUN_FILES = ("config.yaml", "vocab.json", "metrics.jsonl", "summary.json")
+RUN_FILES = ("config.yaml", "vocab.json", "metrics.jsonl", "summary.json", "ensemble.json")
 PREPARED_FILES = ("meta.json", "vocab.json")
 NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS)
 

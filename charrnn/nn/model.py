@@ -179,7 +179,21 @@ class RNNLM:
         return Stepper(self, params, batch)
 
 
-class Stepper:
+class Reading:
+    """What a stepper offers on top of its `read(tokens (T, B)) -> logits (T, B, V)` (a model's
+    `Stepper`, an ensemble's): a step at a time, and the NLL of a read."""
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens (B,) -> logits (B, V) for the next token (a buffer, overwritten by the next step)."""
+        return self.read(tokens[None])[0]
+
+    def nll(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """tokens, targets (T, B) -> the NLL in nats of every target (T, B), read on from the state."""
+        T, B = tokens.shape
+        return head.token_nll(rows(self.read(tokens)), targets.reshape(T * B)).reshape(T, B)
+
+
+class Stepper(Reading):
     """Feeds T tokens per stream at a time, state kept inside: `read(tokens (T, B)) -> logits (T, B, V)`;
     `step(tokens (B,))` is a read of one step, `nll(tokens, targets)` scores a read.
 
@@ -258,14 +272,6 @@ class Stepper:
         self.head.affine(rows(out), self.params["head.bias"], self.logit_rows)
         return self.logits
 
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens (B,) -> logits (B, V) for the next token (a buffer, overwritten by the next step)."""
-        return self.read(tokens[None])[0]
-
-    def nll(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """tokens, targets (T, B) -> the NLL in nats of every target (T, B), read on from the state."""
-        T, B = tokens.shape
-        return head.token_nll(rows(self.read(tokens)), targets.reshape(T * B)).reshape(T, B)
 
 
 def rows(x: np.ndarray) -> np.ndarray:

@@ -32,8 +32,10 @@ from charrnn.errors import UserError
 from charrnn.files.atomic import sweep_temporaries, write_atomic
 from charrnn.files.lock import DirectoryLock
 from charrnn.files.outputs import check_output_directory
+from charrnn.nn.ensemble import Ensemble
 from charrnn.nn.model import RNNLM, State
 from charrnn.runs import checkpoint
+from charrnn.runs.ensemble import is_ensemble, member_directories, member_name
 from charrnn.runs.schema import checkpoint_layout, config_of, progress_of, vocabulary_of
 from charrnn.training.loop import Progress, TrainingState
 
@@ -109,19 +111,25 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         self.saved_step = resumed_step
         if resumed_step is None:
-            for stale in self.path.iterdir():
-                if stale.name == "data" and stale.resolve() == Path(self.data_dir).resolve():
-                    continue
-                if stale.is_dir() and not stale.is_symlink():
-                    shutil.rmtree(stale)
-                else:
-                    stale.unlink()
+            self.clear()
             write_atomic(self.path / "metrics.jsonl", "")
         else:
             kept = [line for line in self.metrics_lines() if json.loads(line).get("step", 0) <= resumed_step]
             write_atomic(self.path / "metrics.jsonl", "".join(line + "\n" for line in kept))
         write_atomic(self.path / "config.yaml", self.config.to_yaml())
         write_atomic(self.path / "vocab.json", self.vocab.to_json())
+
+    def clear(self):
+        """Make the directory, removing all an earlier run (or ensemble) left in it but the data
+        this run reads from RUN_DIR/data."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.iterdir():
+            if stale.name == "data" and stale.resolve() == Path(self.data_dir).resolve():
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
 
     def metrics_lines(self) -> list[str]:
         try:
@@ -165,9 +173,13 @@ class RunDirectory:
         write_atomic(self.path / "summary.json", json.dumps(summary, indent=1))
 
 
-def find_checkpoint(target: Path) -> Path:
-    """A run directory's best.npz (else last.npz), or a checkpoint file as given."""
+def find_checkpoint(target: Path, use: str | None = None) -> Path:
+    """A run directory's best.npz (else last.npz), or a checkpoint file as given. An ensemble's
+    directory is refused with a word on what to give instead, naming the command's `use` of it."""
     target = Path(target)
+    if is_ensemble(target):
+        raise UserError(f"{target} is an ensemble of {len(member_directories(target))} networks, and "
+                        f"{use or 'this command'} takes one; give one of them, e.g. {target / member_name(1)}")
     if target.is_dir():
         for name in ("best.npz", "last.npz"):
             if (target / name).is_file():
@@ -178,10 +190,32 @@ def find_checkpoint(target: Path) -> Path:
     return target
 
 
-def load_model(target: Path) -> tuple[RNNLM, dict[str, np.ndarray], Vocabulary, dict]:
+def load_model(target: Path, use: str | None = None) -> tuple[RNNLM, dict[str, np.ndarray], Vocabulary, dict]:
     """(model, params, vocabulary, meta) from a run directory or checkpoint file; the params are
-    the averaged weights where training averaged them (`Checkpoint.model_params`)."""
-    saved = read_checkpoint(find_checkpoint(target))
+    the averaged weights where training averaged them (`Checkpoint.model_params`). An ensemble's
+    directory is refused, naming `use` (see `load_models`)."""
+    saved = read_checkpoint(find_checkpoint(target, use))
     config = config_of(saved.meta)
     vocab = vocabulary_of(saved.meta)
     return RNNLM(config.model, vocab.size), saved.model_params, vocab, saved.meta
+
+
+def load_models(target: Path) -> tuple[RNNLM | Ensemble, dict | list[dict], Vocabulary, dict]:
+    """`load_model`, or for an ensemble's directory (`charrnn.runs.ensemble`) an `Ensemble` of its
+    members, their params as a list, and the first member's meta; every member must have saved a
+    checkpoint over the same vocabulary."""
+    if not is_ensemble(target):
+        return load_model(target)
+    models, params, metas = [], [], []
+    for member in member_directories(target):
+        if not (member / "best.npz").is_file() and not (member / "last.npz").is_file():
+            raise UserError(f"{member} has no checkpoint yet; finish training the ensemble: "
+                            f"charrnn train --out {target} --resume")
+        model, member_params, vocab, meta = load_model(member)
+        if metas and meta["vocab"] != metas[0]["vocab"]:
+            raise UserError(f"{member} has another vocabulary than {target / member_name(1)}; "
+                            f"the members of an ensemble are trained on one corpus")
+        models.append(model)
+        params.append(member_params)
+        metas.append(meta)
+    return Ensemble(models), params, vocabulary_of(metas[0]), metas[0]

@@ -153,11 +153,14 @@ def check_encoding(config: Config, vocab: Vocabulary):
                         f"model.embedding_dim per token)")
 
 
-def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config, checkpoint.Checkpoint, list[str]]:
-    """The checkpoint's config with new train settings applied; the model may not change.
-    Also returns what changed, as 'key: old -> new' lines."""
+def resume_config(run_dir: Path, yaml_path, assignments, flags,
+                  config: Config | None = None) -> tuple[Config, checkpoint.Checkpoint, list[str]]:
+    """The checkpoint's config with new train settings applied (or `config` as given: an ensemble's
+    member, `charrnn.runs.ensemble`); the model may not change. Also returns what changed, as
+    'key: old -> new' lines."""
     saved = read_checkpoint(Path(run_dir) / "last.npz")
-    config = resolve(yaml_path, assignments, flags, base=config_mapping(saved.meta))
+    if config is None:
+        config = resolve(yaml_path, assignments, flags, base=config_mapping(saved.meta))
     old = config_of(saved.meta)  # keys added since the checkpoint was written take their defaults
     if config.model != old.model:
         raise UserError("model settings cannot change when resuming; start a new run with --out to change them")
@@ -170,7 +173,7 @@ def resume_config(run_dir: Path, yaml_path, assignments, flags) -> tuple[Config,
 def fine_tune_config(config: Config, yaml_path, assignments, flags) -> tuple[Config, checkpoint.Checkpoint]:
     """For a run with train.init_from: the source checkpoint, and the config with the source's model
     settings (any model setting given that differs is refused) and the source's path and sha256."""
-    path = find_checkpoint(Path(config.train.init_from))
+    path = find_checkpoint(Path(config.train.init_from), "fine-tuning (train.init_from)")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if config.train.init_from_sha256 not in (None, digest):
         raise UserError(f"{path} has changed since its sha256 was recorded (train.init_from_sha256); "

@@ -347,11 +347,12 @@ class Server:
         return JSONResponse(answer)
 
     async def model_info(self, request: Request):
-        config, progress = self.meta["config"], self.meta.get("progress", {})
+        config, progress = self.meta["config"], self.meta.get("progress", {})  # an ensemble's first member's
+        networks = self.params if isinstance(self.params, list) else [self.params]
         return JSONResponse({
             "model": config["model"], "vocab_size": self.vocab.size, "level": self.vocab.level,
             "vocabulary": list(self.vocab.tokens),
-            "parameters": sum(int(a.size) for a in self.params.values()),
+            "parameters": sum(int(a.size) for p in networks for a in p.values()), "networks": len(networks),
             "training": {key: progress.get(key) for key in ("step", "epoch", "tokens", "best_val", "best_step",
                                                             "last_val", "averaged")},
             "limits": {f.name: getattr(self.limits.generation, f.name) for f in fields(Limits)}})

@@ -144,7 +144,7 @@ class ContinuousBatcher:
         if not kept:
             return None
         stepper = self.base.resized(sum(t.job.streams for t in kept))
-        stepper.reset(State.joined(states))
+        stepper.reset(type(states[0]).joined(states))  # a model's State, or an ensemble's
         self.settings, self.plain = settings_of([t.job for t in kept])
         self.current = np.concatenate([t.current for t in kept])
         return stepper

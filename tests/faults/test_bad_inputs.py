@@ -19,7 +19,7 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, 
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch, trained_run):
+def workspace(tmp_path, monkeypatch, trained_run, trained_ensemble):
     """A directory of bad inputs, made the working directory."""
     (tmp_path / "corpus.txt").write_text(SHAKESPEARE_LIKE)
     (tmp_path / "tiny.txt").write_text("ab")
@@ -50,6 +50,12 @@ def workspace(tmp_path, monkeypatch, trained_run):
     (tmp_path / "norecords").mkdir()
     (tmp_path / "norecords" / "metrics.jsonl").write_text("")
     (tmp_path / "run").symlink_to(trained_run, target_is_directory=True)
+    (tmp_path / "ensemble").symlink_to(trained_ensemble, target_is_directory=True)
+    (tmp_path / "badensemble").mkdir()
+    (tmp_path / "badensemble" / "ensemble.json").write_text('{"members": ["member-1", "member-1"]}')
+    (tmp_path / "halfensemble").mkdir()
+    (tmp_path / "halfensemble" / "ensemble.json").write_text('{"members": ["member-1", "member-2"]}')
+    (tmp_path / "halfensemble" / "member-1").symlink_to(trained_ensemble / "member-1", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -73,6 +79,16 @@ CASES = {
     "prepare unknown option": (["prepare", "corpus.txt", "--bogus"], "no such option"),
     # train: what it is given
     "train without source": (["train"], "give SOURCE"),
+    "train members 0": ([*TRAIN, "--set", "train.members=0"], "train.members must be positive"),
+    "train members 17": ([*TRAIN, "--set", "train.members=17"], "train.members must be at most 16"),
+    "train members not a number": ([*TRAIN, "--set", "train.members=two"], "train.members"),
+    "train members fine-tuning": ([*TRAIN, "--set", "train.members=2", "--init-from", "run"],
+                                  "train.init_from fine-tunes one network"),
+    "train fine-tuning an ensemble": ([*TRAIN, "--init-from", "ensemble"], "is an ensemble of 2 networks"),
+    "eval an ensemble with a damaged manifest": (["eval", "badensemble", "--split", "val"], "not what charrnn writes"),
+    "eval an ensemble missing a member": (["eval", "halfensemble", "--split", "val"], "has no checkpoint yet"),
+    "sample an ensemble missing a member": (["sample", "halfensemble"], "has no checkpoint yet"),
+    "export an ensemble": (["export", "ensemble", "-f", "onnx", "-o", "model.onnx"], "export takes one"),
     "train resume and force": (["train", "corpus.txt", "--resume", "--force"], "give one of them"),
     "train resume nothing": (["train", "corpus.txt", "--out", "r", "--resume"], "no checkpoint at"),
     "train out is a file": (["train", "corpus.txt", "--out", "afile"], "is a regular file, not a directory"),
@@ -190,6 +206,7 @@ CASES = {
                                         "--dynamic-lr", "1e30", "-q"], "lower --dynamic-lr"),
     # serve
     "serve no run": (["serve", "missing-run"], "no such run directory"),
+    "serve an ensemble missing a member": (["serve", "halfensemble"], "has no checkpoint yet"),
     "serve random bytes as checkpoint": (["serve", "noise.npz"], "not a valid charrnn checkpoint"),
     "serve port out of range": (["serve", "run", "--port", "70000"], "--port"),
     "serve unknown host": (["serve", "run", "--host", "no.such.host.invalid"], "--host"),
@@ -202,6 +219,7 @@ CASES = {
     "plot missing run": (["plot", "missing-run"], "does not exist"),
     # inspect (the trained run is a 2 x 24 LSTM)
     "inspect nothing given": (["inspect", "run"], "either TEXT"),
+    "inspect an ensemble": (["inspect", "ensemble", "--split", "val"], "inspect takes one"),
     "inspect text and split": (["inspect", "run", "corpus.txt", "--split", "val"], "either TEXT"),
     "inspect empty file": (["inspect", "run", "empty.txt"], "nothing to inspect"),
     "inspect one character": (["inspect", "run", "one.txt"], "nothing to inspect"),

@@ -183,6 +183,8 @@ def test_a_link_that_appears_while_writing_with_force_is_not_followed_or_replace
 DIRECTORY_WRITERS = {
     "prepare --out": lambda path: ["prepare", "corpus.txt", "--out", path, "-q"],
     "train --out": lambda path: ["train", "corpus.txt", "--out", path, "-q", "--hidden-size", "8", "--max-steps", "2"],
+    "train --out, an ensemble": lambda path: ["train", "corpus.txt", "--out", path, "-q", "--hidden-size", "8",
+                                              "--max-steps", "2", "--set", "train.members=2"],
 }
 
 

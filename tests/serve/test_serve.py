@@ -180,6 +180,31 @@ def test_32_concurrent_streaming_clients_all_get_what_charrnn_sample_gives(serve
         assert text == sampled(trained_run, seed, 100, "--prime", "ROMEO:", "--temperature", 0.9)["samples"][0]["text"]
 
 
+def test_an_ensemble_is_served_as_charrnn_sample_and_eval_use_it(trained_ensemble, tmp_path):
+    served = Served(trained_ensemble)
+    try:
+        info = httpx.get(served.url + "/v1/model").json()
+        assert info["networks"] == 2 and info["model"]["hidden_size"] == 24
+
+        async def everyone():  # batched together, each as `charrnn sample` draws it alone
+            async with httpx.AsyncClient(timeout=120) as http:
+                return await asyncio.gather(*(http.post(served.url + "/v1/generate", json={
+                    "prime": "ROMEO:", "length": 50, "seed": seed}) for seed in range(4)))
+
+        for seed, answer in enumerate(asyncio.run(everyone())):  # (float32 products differ by batch in the last bits)
+            (got,) = answer.json()["samples"]
+            (expected,) = sampled(trained_ensemble, seed, 50, "--prime", "ROMEO:")["samples"]
+            assert got["text"] == expected["text"] and got["mean_logprob"] == pytest.approx(expected["mean_logprob"])
+        text = "JULIET:\nO Romeo, Romeo!\n"
+        (tmp_path / "text.txt").write_text(text)
+        expected = json.loads(CliRunner().invoke(cli, ["eval", str(trained_ensemble), str(tmp_path / "text.txt"),
+                                                       "--exact", "--json"]).stdout)
+        score = post(served, "/v1/score", {"text": text}).json()
+        assert score["nats_per_token"] == pytest.approx(expected["nats_per_token"], rel=1e-6)
+    finally:
+        served.stop()
+
+
 def test_a_stop_signal_shuts_the_server_down_gracefully(trained_run):
     served = Served(trained_run)
     assert httpx.get(served.url + "/healthz").status_code == 200
