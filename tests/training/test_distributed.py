@@ -151,6 +151,8 @@ def test_a_mistake_found_by_rank_0_ends_every_rank_with_its_one_line(tmp_path, d
     assert_one_line_failure(result.returncode, result.stderr, "train.lr")
     too_few = mpiexec(2, "train", data, "--out", tmp_path / "run", "--batch-size", 1, timeout=60)
     assert_one_line_failure(too_few.returncode, too_few.stderr, "at least one stream")
+    ensemble = mpiexec(2, "train", data, "--out", tmp_path / "run", "--set", "train.members=2", timeout=60)
+    assert_one_line_failure(ensemble.returncode, ensemble.stderr, "train each network as a run of its own")
     assert not (tmp_path / "run").exists()
 
 
