@@ -167,9 +167,9 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
     from charrnn.cli.console import summary_lines
     from charrnn.config import resolve
     from charrnn.files.atomic import write_atomic
-    from charrnn.runs.ensemble import ensemble_data, member_config, member_directories, write_manifest
+    from charrnn.runs.ensemble import ensemble_data, member_config, member_directories, member_name, write_manifest
     from charrnn.runs.run import RunDirectory, claim
-    from charrnn.runs.session import open_source, resume_config
+    from charrnn.runs.session import open_session, open_source, resume_config
 
     if comm.size > 1:
         raise UserError("train.members trains its networks one after another in one process; under MPI, train "
@@ -186,14 +186,18 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
             warn_about_changes([f"train.{key}: {getattr(old.train, key)!r} -> {value!r}"
                                 for key, value in vars(config.train).items() if getattr(old.train, key) != value],
                                config)
+            if source is not None:
+                raise UserError(f"an ensemble resumes with the data it was prepared with ({ensemble_data(out)}); "
+                                f"leave out SOURCE: charrnn train --out {out} --resume")
         else:
             refuse_replacing(out, force)
         with progress_bar(None, "prepare", "B", quiet, unit_scale=True) as bar:
             data, _ = open_source(source or ensemble_data(out), out, bar.update)
         if resume and data.vocab.to_json() != (out / "vocab.json").read_text(encoding="utf-8"):
-            raise UserError(f"{source} has a different vocabulary from the ensemble in {out}; resume with the "
-                            f"same SOURCE, or with none")
-        if not resume:
+            raise UserError(f"{data.directory} has been prepared again with another vocabulary than the ensemble "
+                            f"in {out} was trained on; train the ensemble again with --force")
+        if not resume:  # the first member's checks (encoding, vectors, memory) before anything here is replaced
+            open_session(str(data.directory), out / member_name(1), member_config(config, 1), None)
             RunDirectory(out, config, data.vocab, data.directory).clear()
             write_atomic(out / "vocab.json", data.vocab.to_json())
             write_manifest(out, config.train.members, data.directory)
@@ -216,7 +220,7 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
                 if (member / "last.npz").is_file():
                     held.started()
             if reason in ("interrupted", "terminated"):
-                finish_training(reason, state, source, out, member)
+                finish_training(reason, state, None, out, member)  # (an ensemble resumes without SOURCE)
             for line in summary_lines(reason, state.progress, member)[:-1]:
                 click.echo(line)
     click.echo(f"try: charrnn sample {out} --length 500   (the {len(members)} networks' mean prediction)")

@@ -64,7 +64,7 @@ def test_an_ensemble_stopped_by_a_signal_says_how_to_resume_and_resumes_bit_for_
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert f"resume with: charrnn train {corpus_file} --out {parts} --resume" in stderr
+    assert f"resume with: charrnn train --out {parts} --resume" in stderr
     stopped = runs.read_checkpoint(parts / "member-2" / "last.npz").meta["progress"]["step"]
     assert 0 < stopped < 400 and not (parts / "member-3").exists()
     resumed = train("--out", parts, "--resume")  # no SOURCE: the ensemble's own data
@@ -107,9 +107,21 @@ def test_a_new_ensemble_replaces_a_run_only_with_force_and_leaves_nothing_of_it(
     assert_one_line_failure(again.exit_code, again.stderr, "already holds a run")
 
 
-def test_an_ensemble_refused_before_its_first_member_trains_leaves_nothing(corpus_file, tmp_path, monkeypatch):
+def test_an_ensemble_refused_before_its_first_member_trains_leaves_nothing_and_loses_nothing(corpus_file, tmp_path,
+                                                                                              monkeypatch):
+    out, earlier = tmp_path / "ensemble", tmp_path / "earlier"
+    assert train(corpus_file, "--out", earlier, "--max-steps", 2, *TINY).exit_code == 0
+    before = {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()}
     monkeypatch.setattr("charrnn.compute.memory.available_bytes", lambda: 1000)
-    out = tmp_path / "ensemble"
-    result = train(corpus_file, "--out", out, "--max-steps", 2, "--set", "train.members=2", *TINY)
-    assert_one_line_failure(result.exit_code, result.stderr, "memory")
+    for target, extra in ((out, []), (earlier, ["--force"])):  # a new directory; a run --force would replace
+        result = train(corpus_file, "--out", target, "--max-steps", 2, "--set", "train.members=2", *extra, *TINY)
+        assert_one_line_failure(result.exit_code, result.stderr, "memory")
     assert not out.exists()
+    assert {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()} == before
+
+
+def test_an_ensemble_resumes_with_its_own_data_only(corpus_file, tmp_path):
+    out = tmp_path / "ensemble"
+    assert train(corpus_file, "--out", out, "--max-steps", 2, "--set", "train.members=2", *TINY).exit_code == 0
+    result = train(corpus_file, "--out", out, "--resume")
+    assert_one_line_failure(result.exit_code, result.stderr, "leave out SOURCE")
