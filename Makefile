@@ -179,7 +179,7 @@ bench-mpi: $(VENV)/.installed-test
 
 bench-serve: $(VENV)/.installed-test
 	test -f runs/demo/best.npz || $(MAKE) demo
-	$(BIN)/python -m charrnn.bench.serve runs/demo $(if $(wildcard runs/shakespeare/best.npz),runs/shakespeare) $(BENCH_FLAGS)
+	$(BIN)/python -m charrnn.bench.serve runs/demo $(if $(wildcard runs/shakespeare/best.npz runs/shakespeare/ensemble.json),runs/shakespeare) $(BENCH_FLAGS)
 
 bench-nanogpt: $(BENCH_VENV)/.installed
 	@test -n "$(NANOGPT)" || { echo "give NANOGPT=path/to/a/checkout/of/karpathy/nanoGPT"; exit 1; }
