@@ -4,6 +4,7 @@ The surprisal page of `charrnn eval --html` must show the whole text, unknown ch
 and marked, coloured by surprisal, and stay readable on the darkest colours.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -64,3 +65,17 @@ def test_text_on_the_darkest_colours_is_white():
     assert "color:#fff" in span("x", SCALE_BITS, False)
     assert "color:#fff" not in span("x", 1.0, False)
     assert 'class="unknown"' in span("~", float("nan"), True)
+
+
+@needs_browser
+def test_an_ensembles_surprisal_page_lists_each_networks_figure(trained_ensemble, tmp_path):
+    text = "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\n"
+    (tmp_path / "text.txt").write_text(text)
+    result = CliRunner().invoke(cli, ["eval", str(trained_ensemble), str(tmp_path / "text.txt"), "--json",
+                                      "--html", str(tmp_path / "page.html")])
+    assert result.exit_code == 0, result.output
+    alone = ", ".join(f"{figure:.4f}" for figure in json.loads(result.stdout)["members_nats_per_token"])
+    dom = chromium("--dump-dom", (tmp_path / "page.html").as_uri()).stdout
+    assert alone in dom and "members_nats_per_token" in dom
+    plain = re.sub(r"<[^>]+>", "", re.search(r'<div class="text">(.*?)</div>', dom, re.S)[1])
+    assert plain == text
