@@ -1,5 +1,5 @@
 """An ensemble run directory: `train.members` networks trained one after another on the same data,
-each a run directory of its own, whose predictions `eval` and `sample` average
+each a run directory of its own, whose predictions `eval`, `sample` and `serve` average
 (`charrnn.nn.ensemble`).
 
     RUN_DIR/ensemble.json   {"members": ["member-1", ..., "member-K"], "data": the corpus}: what makes
@@ -9,7 +9,7 @@ each a run directory of its own, whose predictions `eval` and `sample` average
     RUN_DIR/data/           the corpus prepared on the fly, read by every member
     RUN_DIR/member-K/       a run directory (`charrnn.runs.run`): its own checkpoints and metrics
 
-Member K trains with seed `train.seed + K - 1` and 1/K of `train.max_time` (its guard, and where a
+Member k of K trains with seed `train.seed + k - 1` and 1/K of `train.max_time` (its guard, and where a
 schedule is fitted to the time, its horizon), so the ensemble keeps the run's time budget; every
 other setting is the ensemble's. Resuming an ensemble resumes each member that has saved, as
 `--resume` resumes a run (one that has reached its end stops at once, unless the resume moves its
