@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charrnn.nn import head
 from charrnn.nn.model import RNNLM, Reading, State, Stepper
 
 
@@ -64,7 +65,6 @@ class EnsembleStepper(Reading):
 
     def __init__(self, members: list[Stepper]):
         self.members = members
-        self.logits: np.ndarray | None = None
 
     @property
     def state(self) -> EnsembleState:
@@ -79,15 +79,12 @@ class EnsembleStepper(Reading):
         return EnsembleStepper([stepper.resized(batch) for stepper in self.members])
 
     def read(self, tokens: np.ndarray, logits: bool = True) -> np.ndarray | None:
-        """tokens (T, B) -> log of the members' mean probability of each next token (T, B, V), float64
-        (a buffer, overwritten by the next read); with `logits` False only the states move on."""
+        """tokens (T, B) -> log of the members' mean probability of each next token (T, B, V), float64;
+        with `logits` False only the states move on."""
         outputs = [stepper.read(tokens, logits) for stepper in self.members]
         if not logits:
             return None
-        if self.logits is None or self.logits.shape != outputs[0].shape:
-            self.logits = np.empty(outputs[0].shape)
-        mean_of_softmax(outputs, out=self.logits)
-        return self.logits
+        return -mean_nll(np.stack([-head.log_softmax(z.astype(np.float64)) for z in outputs]))
 
 
 def network_count(model) -> int:
@@ -95,21 +92,8 @@ def network_count(model) -> int:
     return len(model.models) if isinstance(model, Ensemble) else 1
 
 
-def mean_of_softmax(logits: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-    """K arrays of logits (..., V) -> log((1/K) sum_k softmax(logits_k)) (..., V) in `out` (float64)."""
-    out[...] = 0.0
-    for z in logits:
-        z = z.astype(np.float64)
-        z -= z.max(axis=-1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=-1, keepdims=True)
-        out += z
-    out /= len(logits)
-    return np.log(out, out=out)
-
-
 def mean_nll(nll: np.ndarray) -> np.ndarray:
-    """The K members' NLLs of the same N tokens (K, N) -> the NLL of their mean probability (N,):
+    """The K members' NLLs of the same tokens (K, ...) -> the NLL of their mean probability (...):
     -log((1/K) sum_k exp(-nll_k)), computed without underflow."""
     nll = np.asarray(nll, np.float64)
     least = nll.min(axis=0)
