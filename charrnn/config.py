@@ -12,6 +12,7 @@ means it, not the string YAML 1.1 makes of it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -94,6 +95,7 @@ class TrainConfig:
     average_decay: float = 0.999  # ema: the weight of the average so far at each step
     average_start: float = 0.5  # the share of the run's horizon (as the schedule's) after which averaging begins
     members: int = 1  # networks trained one after another, predictions averaged (charrnn.runs.ensemble)
+    member_settings: list = field(default_factory=list)  # entry k: member k's own {key: value}, as --set takes them
     init_from: typing.Optional[str] = None  # fine-tune: start from this run's or checkpoint's parameters
     init_from_sha256: typing.Optional[str] = None  # the sha256 of that checkpoint (charrnn records it)
 
@@ -112,6 +114,36 @@ class Config:
     @property
     def max_seconds(self) -> float | None:
         return parse_duration(self.train.max_time) if self.train.max_time is not None else None
+
+    def member_entry(self, k: int) -> dict[str, object]:
+        """Member k's (1-based) own settings from train.member_settings, by full key ({} if it has none)."""
+        entries = self.train.member_settings
+        return {full_key(key): value for key, value in entries[k - 1].items()} if k <= len(entries) else {}
+
+    def member(self, k: int) -> Config:
+        """The configuration member k (1-based) of an ensemble trains with: seed `train.seed + k - 1`,
+        then its entry of train.member_settings; a member that sets its own train.max_time has it, and
+        the others share what is left of the ensemble's equally, so that the ensemble keeps its budget."""
+        member = copy.deepcopy(self)
+        member.train.members, member.train.member_settings = 1, []
+        member.train.seed = self.train.seed + k - 1
+        own = self.member_entry(k)
+        if self.max_seconds is not None and "train.max_time" not in own:
+            member.train.max_time = f"{self.shared_seconds():.3f}".rstrip("0").rstrip(".") + "s"
+        for key, value in own.items():
+            set_value(member, key, value)
+        return member
+
+    def shared_seconds(self) -> float:
+        """Each member's share of train.max_time, less the time the members that set their own take."""
+        sharing, taken = self.own_times()
+        return (self.max_seconds - taken) / sharing if sharing else 0.0
+
+    def own_times(self) -> tuple[int, float]:
+        """(how many members share train.max_time, the seconds the members that set their own take)."""
+        entries = [self.member_entry(k) for k in range(1, self.train.members + 1)]
+        times = [entry["train.max_time"] for entry in entries if entry.get("train.max_time") is not None]
+        return sum("train.max_time" not in entry for entry in entries), sum(map(parse_duration, times))
 
 
 CHOICES = {
@@ -137,6 +169,10 @@ UNIT_INTERVAL = {"model.dropout": "[0, 1)", "model.locked_dropout": "[0, 1)", "m
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_CONFIG_BYTES = 1 << 20
 MAX_MEMBERS = 16  # networks in an ensemble
+SHARED_BY_MEMBERS = ("model.cell", "model.nonlinearity", "model.hidden_size", "model.num_layers",
+                     "model.bidirectional", "model.encoding", "model.embedding_dim", "model.pretrained_embeddings",
+                     "model.freeze_embeddings", "model.bow_window", "model.dtype", "train.members",
+                     "train.member_settings", "train.init_from", "train.init_from_sha256")
 SYNONYMS = {"learning_rate": "lr", "lr_decay": "decay_rate", "learning_rate_decay": "decay_rate",
             "epochs": "max_epochs", "num_epochs": "max_epochs", "steps": "max_steps", "iterations": "max_steps",
             "max_iters": "max_steps", "seq_length": "seq_len", "sequence_length": "seq_len", "block_size": "seq_len",
@@ -189,11 +225,17 @@ def field_types(section: type) -> dict[str, object]:
     return typing.get_type_hints(section)
 
 
-def set_value(config: Config, key: str, value):
-    """Set `section.key` (or an unambiguous bare `key`) to `value`, checking its type."""
+def full_key(key: str) -> str:
+    """An unambiguous bare key -> its `section.key` (lr -> train.lr); anything else as it is."""
     if "." not in key:
         matches = [k for k in all_keys() if k.endswith("." + key)]
-        key = matches[0] if len(matches) == 1 else key
+        return matches[0] if len(matches) == 1 else key
+    return key
+
+
+def set_value(config: Config, key: str, value):
+    """Set `section.key` (or an unambiguous bare `key`) to `value`, checking its type."""
+    key = full_key(key)
     section_name, _, name = key.partition(".")
     part = sections(config).get(section_name)
     if part is None or name not in {f.name for f in dataclasses.fields(part)}:
@@ -364,5 +406,46 @@ def validate(config: Config):
     if train.members > 1 and train.init_from is not None:
         raise UserError("train.init_from fine-tunes one network, and train.members trains several; fine-tune "
                         "one member at a time (--init-from RUN/member-1), or leave train.members at 1")
+    if train.member_settings:
+        validate_member_settings(config)
     if train.init_from_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", train.init_from_sha256):
         raise UserError(f"train.init_from_sha256 must be 64 hexadecimal digits, not {train.init_from_sha256!r}")
+
+
+def validate_member_settings(config: Config):
+    """Reject train.member_settings that no ensemble can train with: more entries than members, an
+    entry that is not a mapping, a key every member shares (the network's shape and input, which
+    the ensemble's memory estimate and `--resume` take as one), more of max_time than there is, or a
+    member whose settings fail as a run's would."""
+    entries, members = config.train.member_settings, config.train.members
+    if members == 1:
+        raise UserError("train.member_settings gives the members of an ensemble settings of their own; set "
+                        "train.members to 2 or more, or leave it out")
+    if len(entries) > members:
+        raise UserError(f"train.member_settings has {len(entries)} entries for {members} members; "
+                        f"give at most one per member")
+    for k, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or not all(isinstance(key, str) for key in entry):
+            raise UserError(f"train.member_settings entry {k} must map keys to values, like {{train.lr: 0.005}} "
+                            f"({{}} for none), not {entry!r}")
+        shared = [key for key in entry if full_key(key) in SHARED_BY_MEMBERS]
+        if shared:
+            raise UserError(f"train.member_settings entry {k} sets {shared[0]}, which every member shares; set it "
+                            f"for the whole ensemble")
+        try:
+            for key, value in entry.items():
+                set_value(copy.deepcopy(config), key, value)
+        except UserError as error:
+            raise UserError(f"train.member_settings entry {k}: {error}") from None
+    sharing, taken = config.own_times()
+    if config.max_seconds is not None and (taken > config.max_seconds or sharing and taken >= config.max_seconds):
+        raise UserError(f"the members' own max_time in train.member_settings add up to {taken:g}s, "
+                        + (f"more than the ensemble's train.max_time ({config.train.max_time})"
+                           if taken > config.max_seconds else
+                           f"all of the ensemble's train.max_time ({config.train.max_time}), leaving none for the "
+                           f"members without one"))
+    for k in range(1, len(entries) + 1):
+        try:
+            validate(config.member(k))
+        except UserError as error:
+            raise UserError(f"train.member_settings entry {k}: {error}") from None

@@ -167,7 +167,7 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
     from charrnn.cli.console import summary_lines
     from charrnn.config import resolve
     from charrnn.files.atomic import write_atomic
-    from charrnn.runs.ensemble import ensemble_data, member_config, member_directories, member_name, write_manifest
+    from charrnn.runs.ensemble import ensemble_data, member_directories, member_name, write_manifest
     from charrnn.runs.run import RunDirectory, claim
     from charrnn.runs.session import open_session, open_source, resume_config
 
@@ -180,9 +180,10 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
             members = member_directories(out)
             old = resolve(out / "config.yaml")
             config = resolve(*resolving, base=old.to_dict())
-            if config.model != old.model or config.train.members != old.train.members:
-                raise UserError("model settings and train.members cannot change when resuming an ensemble; "
-                                "start a new one with --out to change them")
+            if config.train.members != old.train.members or any(
+                    config.member(k).model != old.member(k).model for k in range(1, len(members) + 1)):
+                raise UserError("model settings (the ensemble's or a member's) and train.members cannot change when "
+                                "resuming an ensemble; start a new one with --out to change them")
             warn_about_changes([f"train.{key}: {getattr(old.train, key)!r} -> {value!r}"
                                 for key, value in vars(config.train).items() if getattr(old.train, key) != value],
                                config)
@@ -197,7 +198,7 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
             raise UserError(f"{data.directory} has been prepared again with another vocabulary than the ensemble "
                             f"in {out} was trained on; train the ensemble again with --force")
         if not resume:  # the first member's checks (encoding, vectors, memory) before anything here is replaced
-            open_session(str(data.directory), out / member_name(1), member_config(config, 1), None)
+            open_session(str(data.directory), out / member_name(1), config.member(1), None)
             RunDirectory(out, config, data.vocab, data.directory).clear()
             write_atomic(out / "vocab.json", data.vocab.to_json())
             write_manifest(out, config.train.members, data.directory)
@@ -205,10 +206,11 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
         write_atomic(out / "config.yaml", config.to_yaml())
         for k, member in enumerate(members, start=1):
             resuming = (member / "last.npz").is_file()
-            member_settings = member_config(config, k)
+            member_settings = config.member(k)
+            own = {key: value for key, value in config.member_entry(k).items() if key != "train.max_time"}
             click.echo(f"member {k} of {len(members)}: seed {member_settings.train.seed}"
-                       + (f", {member_settings.train.max_time} of train.max_time" if config.max_seconds else ""),
-                       err=True)
+                       + (f", {member_settings.train.max_time} of train.max_time" if config.max_seconds else "")
+                       + "".join(f", {key} {value}" for key, value in own.items()), err=True)
             try:
                 with claim(member) as member_held:
                     saved = None

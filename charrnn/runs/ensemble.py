@@ -11,18 +11,19 @@ each a run directory of its own, whose predictions `eval`, `sample` and `serve` 
 
 Member k of K trains with seed `train.seed + k - 1` and 1/K of `train.max_time` (its guard, and where a
 schedule is fitted to the time, its horizon), so the ensemble keeps the run's time budget; every
-other setting is the ensemble's. Resuming an ensemble resumes each member that has saved, as
+other setting is the ensemble's, except those its entry of `train.member_settings` gives it (members
+that differ in more than the seed make more different mistakes, and their mean gains more):
+`Config.member` derives it. Resuming an ensemble resumes each member that has saved, as
 `--resume` resumes a run (one that has reached its end stops at once, unless the resume moves its
 end, e.g. with more max_steps), and starts those that have not.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
-from charrnn.config import MAX_MEMBERS, Config
+from charrnn.config import MAX_MEMBERS
 from charrnn.errors import UserError
 from charrnn.files.atomic import write_atomic
 
@@ -71,14 +72,3 @@ def member_directories(path: Path) -> list[Path]:
         raise UserError(f"{path / MANIFEST} is not what charrnn writes (its members are not member-1 to member-K, "
                         f"2 <= K <= {MAX_MEMBERS}); train the ensemble again with --force")
     return [path / name for name in names]
-
-
-def member_config(config: Config, k: int) -> Config:
-    """The configuration member k (1-based) trains with: its own seed and its share of max_time."""
-    member = copy.deepcopy(config)
-    members = config.train.members
-    member.train.members = 1
-    member.train.seed = config.train.seed + k - 1
-    if config.max_seconds is not None:
-        member.train.max_time = f"{config.max_seconds / members:g}s"
-    return member

@@ -52,6 +52,24 @@ def test_a_member_trains_exactly_as_a_run_of_its_own_with_its_seed(corpus_file, 
     assert same_params(tmp_path / "ensemble" / "member-2" / "last.npz", tmp_path / "alone" / "last.npz")
 
 
+def test_member_settings_give_a_member_its_own_recipe_and_time_and_it_trains_as_that_run_alone(corpus_file, tmp_path):
+    out = tmp_path / "ensemble"
+    own = "[{}, {train.lr: 0.005, model.output_dropout: 0.2}, {train.max_time: 30m}]"
+    result = train(corpus_file, "--out", out, "--max-steps", 6, "--max-time", "1h", "--set", "train.members=3",
+                   "--set", f"train.member_settings={own}", *TINY)
+    assert result.exit_code == 0, result.output
+    configs = {k: runs.read_checkpoint(out / f"member-{k}" / "last.npz").meta["config"] for k in (1, 2, 3)}
+    assert [(c["train"]["seed"], c["train"]["lr"], c["model"]["output_dropout"], c["train"]["max_time"])
+            for c in configs.values()] == [(1337, 0.002, 0.0, "900s"), (1338, 0.005, 0.2, "900s"),
+                                           (1339, 0.002, 0.0, "30m")]
+    assert all(c["train"]["member_settings"] == [] for c in configs.values())
+    assert "member 2 of 3: seed 1338, 900s of train.max_time, train.lr 0.005, model.output_dropout 0.2" in result.stderr
+    alone = tmp_path / "alone"
+    assert train(corpus_file, "--out", alone, "--max-steps", 6, "--max-time", "900s", "--set", "train.seed=1338",
+                 "--lr", 0.005, "--set", "model.output_dropout=0.2", *TINY).exit_code == 0
+    assert same_params(out / "member-2" / "last.npz", alone / "last.npz")
+
+
 def test_an_ensemble_stopped_by_a_signal_says_how_to_resume_and_resumes_bit_for_bit(corpus_file, tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     settings = ["--set", "train.members=3", "--max-steps", 400, *TINY]
@@ -87,6 +105,8 @@ def test_what_cannot_change_when_resuming_an_ensemble_or_a_run_is_refused(corpus
     assert train(corpus_file, "--out", single, "--max-steps", 2, *TINY).exit_code == 0
     for out, change, said in ((ensemble, "train.members=3", "cannot change when resuming an ensemble"),
                               (ensemble, "model.hidden_size=8", "cannot change when resuming an ensemble"),
+                              (ensemble, "train.member_settings=[{model.dropout: 0.5}]",
+                               "cannot change when resuming an ensemble"),
                               (single, "train.members=2", "train.members cannot change when resuming")):
         before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
         result = train("--out", out, "--resume", "--set", change)
