@@ -171,7 +171,8 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_MEMBERS = 16  # networks in an ensemble
 SHARED_BY_MEMBERS = ("model.cell", "model.nonlinearity", "model.hidden_size", "model.num_layers",
                      "model.bidirectional", "model.encoding", "model.embedding_dim", "model.pretrained_embeddings",
-                     "model.freeze_embeddings", "model.bow_window", "model.dtype", "train.members",
+                     "model.freeze_embeddings", "model.bow_window", "model.dtype", "train.batch_size",
+                     "train.seq_len", "train.members",
                      "train.member_settings", "train.init_from", "train.init_from_sha256")
 SYNONYMS = {"learning_rate": "lr", "lr_decay": "decay_rate", "learning_rate_decay": "decay_rate",
             "epochs": "max_epochs", "num_epochs": "max_epochs", "steps": "max_steps", "iterations": "max_steps",
@@ -414,9 +415,9 @@ def validate(config: Config):
 
 def validate_member_settings(config: Config):
     """Reject train.member_settings that no ensemble can train with: more entries than members, an
-    entry that is not a mapping, a key every member shares (the network's shape and input, which
-    the ensemble's memory estimate and `--resume` take as one), more of max_time than there is, or a
-    member whose settings fail as a run's would."""
+    entry that is not a mapping, a key every member shares (the network's shape and input, read side
+    by side as one, and the batch, which the split must hold for every member), more of max_time than
+    there is, or a member whose settings fail as a run's would."""
     entries, members = config.train.member_settings, config.train.members
     if members == 1:
         raise UserError("train.member_settings gives the members of an ensemble settings of their own; set "

@@ -197,8 +197,9 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
         if resume and data.vocab.to_json() != (out / "vocab.json").read_text(encoding="utf-8"):
             raise UserError(f"{data.directory} has been prepared again with another vocabulary than the ensemble "
                             f"in {out} was trained on; train the ensemble again with --force")
-        if not resume:  # the first member's checks (encoding, vectors, memory) before anything here is replaced
-            open_session(str(data.directory), out / member_name(1), config.member(1), None)
+        if not resume:  # every member's checks (encoding, vectors, memory) before anything here is replaced
+            for k in range(1, config.train.members + 1):
+                open_session(str(data.directory), out / member_name(k), config.member(k), None)
             RunDirectory(out, config, data.vocab, data.directory).clear()
             write_atomic(out / "vocab.json", data.vocab.to_json())
             write_manifest(out, config.train.members, data.directory)

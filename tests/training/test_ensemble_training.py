@@ -140,6 +140,16 @@ def test_an_ensemble_refused_before_its_first_member_trains_leaves_nothing_and_l
     assert {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()} == before
 
 
+def test_a_member_whose_own_settings_need_too_much_memory_stops_the_ensemble_before_any_member_trains(
+        corpus_file, tmp_path, monkeypatch):
+    out = tmp_path / "ensemble"
+    monkeypatch.setattr("charrnn.compute.memory.available_bytes", lambda: 50 << 20)  # member 1 needs < 1 MiB
+    result = train(corpus_file, "--out", out, "--max-steps", 2, "--set", "train.members=2",
+                   "--set", "train.member_settings=[{}, {train.threads: 10000}]", *TINY)  # a gradient per thread
+    assert_one_line_failure(result.exit_code, result.stderr, "memory")
+    assert not out.exists()
+
+
 def test_an_ensemble_resumes_with_its_own_data_only(corpus_file, tmp_path):
     out = tmp_path / "ensemble"
     assert train(corpus_file, "--out", out, "--max-steps", 2, "--set", "train.members=2", *TINY).exit_code == 0
