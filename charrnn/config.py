@@ -433,9 +433,10 @@ def validate_member_settings(config: Config):
         if shared:
             raise UserError(f"train.member_settings entry {k} sets {shared[0]}, which every member shares; set it "
                             f"for the whole ensemble")
-        try:
+        try:  # each value's type, before the time below reads any max_time
+            probe = copy.deepcopy(config)
             for key, value in entry.items():
-                set_value(copy.deepcopy(config), key, value)
+                set_value(probe, key, value)
         except UserError as error:
             raise UserError(f"train.member_settings entry {k}: {error}") from None
     sharing, taken = config.own_times()

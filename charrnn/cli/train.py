@@ -169,7 +169,7 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
     from charrnn.files.atomic import write_atomic
     from charrnn.runs.ensemble import ensemble_data, member_directories, member_name, write_manifest
     from charrnn.runs.run import RunDirectory, claim
-    from charrnn.runs.session import open_session, open_source, resume_config
+    from charrnn.runs.session import open_session, open_source, require_training_memory, resume_config
 
     if comm.size > 1:
         raise UserError("train.members trains its networks one after another in one process; under MPI, train "
@@ -198,8 +198,10 @@ def train_ensemble(comm, lead, source, out, resume, force, config, resolving, qu
             raise UserError(f"{data.directory} has been prepared again with another vocabulary than the ensemble "
                             f"in {out} was trained on; train the ensemble again with --force")
         if not resume:  # every member's checks (encoding, vectors, memory) before anything here is replaced
-            for k in range(1, config.train.members + 1):
-                open_session(str(data.directory), out / member_name(k), config.member(k), None)
+            first = config.member(1)
+            open_session(str(data.directory), out / member_name(1), first, None)  # (reads the vectors once)
+            for k in range(2, config.train.members + 1):  # the others differ in what their training keeps
+                require_training_memory(first.model, config.member(k).train, data.vocab.size)
             RunDirectory(out, config, data.vocab, data.directory).clear()
             write_atomic(out / "vocab.json", data.vocab.to_json())
             write_manifest(out, config.train.members, data.directory)

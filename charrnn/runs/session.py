@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from charrnn.compute import memory
-from charrnn.config import Config, resolve
+from charrnn.config import Config, ModelConfig, TrainConfig, resolve
 from charrnn.data.corpus import corpus_name, resolve_sources
 from charrnn.data.prepare import PrepareOptions, prepare, prepared_from
 from charrnn.data.splits import Prepared
@@ -136,13 +136,17 @@ def open_session(source: str | None, out: Path, config: Config, saved: checkpoin
     if config.model.pretrained_embeddings and saved is None and init is None:
         vectors = read_vectors(Path(config.model.pretrained_embeddings), data.vocab)
         config.model.embedding_dim = vectors.dim  # the file decides the width of the table
-    train = config.train
-    memory.require(memory.training_bytes(config.model, data.vocab.size, train.batch_size, train.seq_len,
-                                         train.optimizer, train.threads or 1),
-                   "training this model", "lower model.hidden_size, model.num_layers, train.batch_size or "
-                                          "train.seq_len")
+    require_training_memory(config.model, config.train, data.vocab.size)
     run_dir = RunDirectory(out, config, data.vocab, data.directory)
     return Session(data, prepared_now, RNNLM(config.model, data.vocab.size), run_dir, saved, init, vectors)
+
+
+def require_training_memory(model: ModelConfig, train: TrainConfig, vocab_size: int):
+    """Refuse with one line a training whose parameters, optimizer state and activations would not fit."""
+    memory.require(memory.training_bytes(model, vocab_size, train.batch_size, train.seq_len, train.optimizer,
+                                         train.threads or 1),
+                   "training this model", "lower model.hidden_size, model.num_layers, train.batch_size or "
+                                          "train.seq_len")
 
 
 def check_encoding(config: Config, vocab: Vocabulary):
