@@ -46,8 +46,10 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_ensemble(tmp_path_factory):
-    """An ensemble of two tiny networks (`train.members`), trained like `trained_run`."""
-    return train_tiny(tmp_path_factory.mktemp("ensemble"), "--set", "train.members=2")
+    """An ensemble of two tiny networks (`train.members`), trained like `trained_run`; the second
+    with output dropout of its own (`train.member_settings`)."""
+    return train_tiny(tmp_path_factory.mktemp("ensemble"), "--set", "train.members=2",
+                      "--set", "train.member_settings=[{}, {model.output_dropout: 0.1}]")
 
 
 # --- helpers for the fault suite: subprocess runs, one-line failures, snapshots, real faults ---

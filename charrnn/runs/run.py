@@ -202,8 +202,9 @@ def load_model(target: Path, use: str | None = None) -> tuple[RNNLM, dict[str, n
 
 def load_models(target: Path) -> tuple[RNNLM | Ensemble, dict | list[dict], Vocabulary, dict]:
     """`load_model`, or for an ensemble's directory (`charrnn.runs.ensemble`) an `Ensemble` of its
-    members, their params as a list, and the first member's meta; every member must have saved a
-    checkpoint over the same vocabulary."""
+    members, their params as a list, and the first member's meta with every member's under "members"
+    (their settings may differ: `train.member_settings`); every member must have saved a checkpoint
+    over the same vocabulary."""
     if not is_ensemble(target):
         return load_model(target)
     models, params, metas = [], [], []
@@ -218,4 +219,4 @@ def load_models(target: Path) -> tuple[RNNLM | Ensemble, dict | list[dict], Voca
         models.append(model)
         params.append(member_params)
         metas.append(meta)
-    return Ensemble(models), params, vocabulary_of(metas[0]), metas[0]
+    return Ensemble(models), params, vocabulary_of(metas[0]), {**metas[0], "members": metas}

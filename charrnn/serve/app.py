@@ -168,6 +168,14 @@ def typed(name: str, value, kind):
     raise BadRequest(f"{name} must be {wanted}{' or null' if name in OPTIONAL else ''}", name)
 
 
+def network_summary(meta: dict) -> dict:
+    """One network's settings and training summary, as `GET /v1/model` describes it, from its checkpoint's meta."""
+    progress = meta.get("progress", {})
+    return {"model": meta["config"]["model"],
+            "training": {key: progress.get(key) for key in ("step", "epoch", "tokens", "best_val", "best_step",
+                                                            "last_val", "averaged")}}
+
+
 def generation_request(body: dict, limits: Limits) -> tuple[GenerationRequest, bool]:
     """(the validated request, whether to stream) from a /v1/generate body."""
     stream = body.pop("stream", False)
@@ -347,15 +355,14 @@ class Server:
         return JSONResponse(answer)
 
     async def model_info(self, request: Request):
-        config, progress = self.meta["config"], self.meta.get("progress", {})  # an ensemble's first member's
         networks = self.params if isinstance(self.params, list) else [self.params]
-        return JSONResponse({
-            "model": config["model"], "vocab_size": self.vocab.size, "level": self.vocab.level,
-            "vocabulary": list(self.vocab.tokens),
-            "parameters": sum(int(a.size) for p in networks for a in p.values()), "networks": len(networks),
-            "training": {key: progress.get(key) for key in ("step", "epoch", "tokens", "best_val", "best_step",
-                                                            "last_val", "averaged")},
-            "limits": {f.name: getattr(self.limits.generation, f.name) for f in fields(Limits)}})
+        info = {**network_summary(self.meta), "vocab_size": self.vocab.size, "level": self.vocab.level,
+                "vocabulary": list(self.vocab.tokens),
+                "parameters": sum(int(a.size) for p in networks for a in p.values()), "networks": len(networks),
+                "limits": {f.name: getattr(self.limits.generation, f.name) for f in fields(Limits)}}
+        if "members" in self.meta:  # an ensemble: "model" and "training" above are its first member's
+            info["members"] = [network_summary(member) for member in self.meta["members"]]
+        return JSONResponse(info)
 
     async def health(self, request: Request):
         return JSONResponse({"status": "ok", "active_generations": self.active, "auth": self.api_key is not None,

@@ -185,6 +185,10 @@ def test_an_ensemble_is_served_as_charrnn_sample_and_eval_use_it(trained_ensembl
     try:
         info = httpx.get(served.url + "/v1/model").json()
         assert info["networks"] == 2 and info["model"]["hidden_size"] == 24
+        first, second = info["members"]  # each network's own settings and training
+        assert (first["model"]["output_dropout"], second["model"]["output_dropout"]) == (0.0, 0.1)
+        assert first["training"]["step"] == second["training"]["step"] == 30
+        assert (info["model"], info["training"]) == (first["model"], first["training"])
 
         async def everyone():  # batched together, each as `charrnn sample` draws it alone
             async with httpx.AsyncClient(timeout=120) as http:
