@@ -31,6 +31,7 @@ from charrnn.score.pieces import Method, score_tokens
 from charrnn.training.parallel import ShardedModel
 
 BLOCK = 1 << 20  # tokens per block when reading ids back
+ADAPT_BLOCK = 64  # segments adapted between looks at `cancelled` (about 2 s for a 2 x 512 GRU on one core)
 
 
 @dataclass
@@ -85,10 +86,12 @@ def streams_products(model) -> str:
 
 
 def score_ids(model, params, ids: np.ndarray, method: Method, chunk: int, adapter=None, into=None,
-              on_tokens=None) -> Score:
+              on_tokens=None, cancelled=None) -> Score:
     """Score the ids (N,) by `method`, or adapting (`adapter`, exact); NLL per position into `into`.
     Pieces side by side run on one worker thread per core, each with a shard of them (one stream
-    has nothing to share), with bfloat16 products where `method` says so, else those of `reading_layout`."""
+    has nothing to share), with bfloat16 products where `method` says so, else those of `reading_layout`.
+    Adapting reads `ADAPT_BLOCK` segments at a time and, once the event `cancelled` is set, stops
+    at the end of one (its score is then partial, for a caller that is giving up)."""
     if adapter is None and method.exact:
         return Score(*score_tokens(model, params, ids, method, chunk, on_tokens, into))
     if adapter is None:
@@ -99,10 +102,14 @@ def score_ids(model, params, ids: np.ndarray, method: Method, chunk: int, adapte
         finally:
             sharded.close()
     scorer = StreamScorer(model, params, chunk, adapter)
-    for begin in range(0, len(ids), BLOCK):
-        nll = scorer.feed(ids[begin: begin + BLOCK])
+    block = ADAPT_BLOCK * chunk  # predictions per block: whole segments, cut where one read of the text cuts them
+    edges = [0, *range(1 + block, len(ids), block), len(ids)]
+    for begin, end in zip(edges[:-1], edges[1:]):
+        if cancelled is not None and cancelled.is_set():
+            break
+        nll = scorer.feed(ids[begin: end])
         if into is not None:
-            into[max(1, begin): begin + BLOCK] = nll
+            into[max(1, begin): end] = nll
         if on_tokens is not None:
             on_tokens(len(nll))
     return scorer.score

@@ -444,6 +444,27 @@ def test_a_run_can_be_bounded_by_epochs_alone(tmp_path, prepared):
     assert "steps of 4 x 8 tokens per epoch" in result.stderr and "parameters" in result.stderr
 
 
+@pytest.mark.parametrize("signal_number, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                       (signal.SIGTERM, 143, "terminated")])
+def test_a_stop_signal_while_an_ensembles_members_adapt_side_by_side_ends_at_once(tmp_path, trained_ensemble,
+                                                                                  signal_number, code, word):
+    text, scratch = tmp_path / "long.txt", tmp_path / "tmp"
+    text.write_text(SHAKESPEARE_LIKE * 500)  # 2 million characters: minutes of adapting for each member
+    scratch.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", "eval", str(trained_ensemble), str(text), "--dynamic"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(scratch)})
+    wait_for_handlers(process)
+    time.sleep(4)  # the text read and the members calibrated: they are adapting now
+    assert process.poll() is None
+    process.send_signal(signal_number)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code and time.monotonic() - sent < 8, stderr  # within a block, not the safety net
+    assert word in stderr and "Traceback" not in stderr and "did not finish" not in stderr, stderr
+    assert list(scratch.iterdir()) == []  # its scratch files (the text's ids, each member's NLL) are gone
+
+
 def test_a_clean_up_that_deadlocks_after_a_signal_still_exits(tmp_path):
     """The safety net: a signal that lands inside library code holding a lock can leave the clean-up
     waiting on that lock; the process must still end, with its exit code and a line saying why."""

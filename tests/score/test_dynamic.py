@@ -10,6 +10,7 @@ from charrnn.cli import cli
 from charrnn.runs.run import load_model
 from charrnn.score.dynamic import RMS_FLOOR, RMSAdapter, SGDAdapter
 from charrnn.score.evaluate import StreamScorer
+from charrnn.score.pieces import Method
 from conftest import assert_one_line_failure
 
 REPEATED = "thou art Romeo, wherefore? " * 60
@@ -76,6 +77,20 @@ def test_no_token_is_scored_after_an_update_that_used_it(trained_run):
     for version, positions in recorder.scored:
         assert all(version < learned_before[p] for p in positions)
     assert sum(len(p) for _, p in recorder.scored) == len(ids) - 1 == scorer.score.tokens
+
+
+def test_a_text_adapted_block_by_block_is_cut_into_the_segments_of_one_read(trained_run, monkeypatch):
+    from charrnn.score import eval_text
+
+    model, params, vocab, _ = load_model(trained_run)
+    ids = np.asarray(vocab.encode(REPEATED), np.int64)  # 1,620 tokens
+    at_once = StreamScorer(model, {k: v.copy() for k, v in params.items()}, chunk=7,
+                           adapter=SGDAdapter(params, lr=0.1, decay=0.01)).feed(ids)
+    monkeypatch.setattr(eval_text, "ADAPT_BLOCK", 3)  # blocks of 21 predictions: 77 of them
+    in_blocks = np.full(len(ids), np.nan, np.float32)
+    adapted = {k: v.copy() for k, v in params.items()}
+    score = eval_text.score_ids(model, adapted, ids, Method(), 7, SGDAdapter(adapted, lr=0.1, decay=0.01), in_blocks)
+    assert np.array_equal(in_blocks[1:], at_once.astype(np.float32)) and score.tokens == len(ids) - 1
 
 
 @pytest.mark.parametrize("method", ["sgd", "rms"])

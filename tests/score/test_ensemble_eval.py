@@ -2,12 +2,16 @@
 ensemble scores the mean of their probabilities, and text is drawn from that mean."""
 
 import json
+import tempfile
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
+from charrnn.data.splits import Prepared
 from charrnn.nn.ensemble import mean_nll
 from charrnn.runs.run import load_model
 from charrnn.score.eval_text import score_ids
@@ -51,6 +55,61 @@ def test_an_ensemble_adapts_each_member_and_mixes_with_an_ngram_model(trained_en
     assert adapted["ngram"]["order"] == 3 and adapted["ngram"]["network_nats_per_token"] < sum(alone) / 2
     table = invoke("eval", trained_ensemble, "--split", "val", "--exact")
     assert "ensemble           the mean of 2 networks' probabilities; alone" in table.stdout
+
+
+def adapted_members(ensemble, monkeypatch, cores: int):
+    """Every member adapting to the val split through `score_ensemble` on `cores` cores -> (the
+    ensemble's score, the members', its NLL per position, the threads that scored)."""
+    from charrnn.runs.run import load_models
+    from charrnn.score import ensemble as scoring
+    from charrnn.score.dynamic import DynamicSettings, make_adapter
+    from charrnn.score.evaluate import training_tokens
+
+    threads = []
+
+    def noting_thread(*args):
+        threads.append(threading.current_thread().name)
+        return score_ids(*args)
+
+    monkeypatch.setattr(scoring, "resolve_threads", lambda threads: cores)
+    monkeypatch.setattr(scoring, "score_ids", noting_thread)
+    model, params, vocab, meta = load_models(ensemble)
+    ids = np.asarray(Prepared.open(Path(meta["data"])).splits["val"])
+    adapters = [make_adapter(DynamicSettings(), m, p, training_tokens(meta)) for m, p in zip(model.models, params)]
+    with tempfile.TemporaryDirectory() as scratch:
+        into = np.full(len(ids), np.nan, np.float32)
+        score, members = scoring.score_ensemble(model.models, params, ids, Method(), 20, adapters, scratch, into)
+    return score, members, into, threads
+
+
+def test_members_adapt_side_by_side_one_per_core_each_exactly_as_alone(trained_ensemble, monkeypatch):
+    one_core = adapted_members(trained_ensemble, monkeypatch, cores=1)
+    two_cores = adapted_members(trained_ensemble, monkeypatch, cores=2)
+    assert one_core[3] == ["MainThread"] * 2 and all(name.startswith("charrnn-member") for name in two_cores[3])
+    assert two_cores[0] == one_core[0] and two_cores[1] == one_core[1]  # bit for bit
+    assert np.array_equal(two_cores[2], one_core[2], equal_nan=True)
+
+
+def test_a_member_that_fails_side_by_side_stops_the_others_and_its_error_goes_on():
+    from charrnn.compute.blas import OpenBLAS
+    from charrnn.errors import UserError
+    from charrnn.score.ensemble import adapt_side_by_side
+
+    blas = OpenBLAS.find()
+    if blas is None:
+        pytest.skip("members adapt side by side only where NumPy's BLAS is OpenBLAS")
+    stopped = []
+
+    def member(k, cancelled):
+        if k == 0:
+            raise UserError("dynamic evaluation diverged")
+        while not cancelled.wait(0.01):  # a long read, looking at `cancelled` between blocks
+            pass
+        stopped.append(k)
+
+    with pytest.raises(UserError, match="diverged"):
+        adapt_side_by_side(member, 3, 2, blas)
+    assert sorted(stopped) == [1, 2]
 
 
 def test_an_ensemble_samples_from_its_mean_prediction_reproducibly(trained_ensemble):
