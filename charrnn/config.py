@@ -415,7 +415,7 @@ def validate(config: Config):
 
 def validate_member_settings(config: Config):
     """Reject train.member_settings that no ensemble can train with: more entries than members, an
-    entry that is not a mapping, a key every member shares (the network's shape and input, read side
+    entry that is not a mapping, a key given twice (lr and train.lr), a key every member shares (the network's shape and input, read side
     by side as one, and the batch, which the split must hold for every member), more of max_time than
     there is, or a member whose settings fail as a run's would."""
     entries, members = config.train.member_settings, config.train.members
@@ -429,6 +429,12 @@ def validate_member_settings(config: Config):
         if not isinstance(entry, dict) or not all(isinstance(key, str) for key in entry):
             raise UserError(f"train.member_settings entry {k} must map keys to values, like {{train.lr: 0.005}} "
                             f"({{}} for none), not {entry!r}")
+        named = [full_key(key) for key in entry]
+        twice = next((key for key in entry if named.count(full_key(key)) > 1), None)
+        if twice is not None:
+            same = [key for key in entry if full_key(key) == full_key(twice)]
+            raise UserError(f"train.member_settings entry {k} sets {full_key(twice)} twice (as {' and '.join(same)}); "
+                            f"give it once")
         shared = [key for key in entry if full_key(key) in SHARED_BY_MEMBERS]
         if shared:
             raise UserError(f"train.member_settings entry {k} sets {shared[0]}, which every member shares; set it "
