@@ -58,7 +58,8 @@ def evaluate(ctx, run, texts, split, strict, as_json, html_path, chunk, encoding
     pieces side by side, each first reading the WARMUP tokens before it (within 0.001 nats of
     the exact figure on Tiny Shakespeare); --exact reads it as one stream. The method used is
     in the output. An ensemble (train.members) scores the mean of its networks' probabilities,
-    each network reading (and with --dynamic, adapting to) the text alone.
+    each network reading (and with --dynamic, adapting to) the text alone; networks that adapt
+    read side by side, one per core.
 
     \b
     Examples:
