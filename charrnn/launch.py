@@ -56,5 +56,6 @@ def main():
         sys.exit(stop.exit_code if stop is not None else 130)
     finally:
         signals.ignore()  # the command has ended: a late signal must not raise during shutdown
+        signals.quiet_teardown()  # nor what Python reports while freeing what a signal cut short
         if held:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one held meanwhile is now ignored

@@ -117,6 +117,15 @@ def ignore():
         signal.signal(signum, signal.SIG_IGN)
 
 
+def quiet_teardown():
+    """The command has ended and said so: what Python reports while it frees the objects left (an
+    exception in a `__del__`, printed as "Exception ignored in ...", with a traceback) is dropped,
+    unless CHARRNN_TRACEBACK=1. A stop signal can cut an object's `__init__` short: a `ZipFile` being
+    opened to save a checkpoint then reports a missing attribute from its `__del__` at exit."""
+    if not os.environ.get("CHARRNN_TRACEBACK"):
+        sys.unraisablehook = lambda unraisable: None
+
+
 @contextlib.contextmanager
 def raised():
     """Within the block, stop signals raise `Stopped`; the previous handlers come back after it."""
