@@ -469,7 +469,7 @@ def test_a_stop_signal_while_an_ensembles_members_adapt_side_by_side_ends_at_onc
 def test_an_object_that_a_signal_left_half_built_reports_nothing_as_the_process_exits(tmp_path, shown):
     """A second Ctrl-C that lands inside `ZipFile.__init__` (a checkpoint being saved) leaves an
     object whose `__del__` raises AttributeError when the interpreter frees it, after the command's
-    one line: Python would print that with a traceback (seen in the second-Ctrl-C test, 1 run in ~30)."""
+    one line: Python would print that with a traceback (seen once, in the second-Ctrl-C test of a full suite run)."""
     script = tmp_path / "debris.py"
     script.write_text("import sys\nfrom charrnn import launch\n\n\nclass HalfBuilt:\n    def __del__(self):\n"
                       "        raise AttributeError(\"'ZipFile' object has no attribute '_writing'\")\n\n\n"
