@@ -415,9 +415,9 @@ def validate(config: Config):
 
 def validate_member_settings(config: Config):
     """Reject train.member_settings that no ensemble can train with: more entries than members, an
-    entry that is not a mapping, a key given twice (lr and train.lr), a key every member shares (the network's shape and input, read side
-    by side as one, and the batch, which the split must hold for every member), more of max_time than
-    there is, or a member whose settings fail as a run's would."""
+    entry that is not a mapping, a key given twice (lr and train.lr), a key every member shares (the
+    network's shape and input, read side by side as one, and the batch, which the split must hold
+    for every member), more of max_time than there is, or a member whose settings fail as a run's would."""
     entries, members = config.train.member_settings, config.train.members
     if members == 1:
         raise UserError("train.member_settings gives the members of an ensemble settings of their own; set "

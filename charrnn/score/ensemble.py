@@ -66,7 +66,8 @@ def adapt_side_by_side(score_member, members: int, threads: int, blas: OpenBLAS)
     waits) or a member's error sets `cancelled`: the others stop within one block, and it goes on."""
     cancelled = threading.Event()
     with blas.limited(1):
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="charrnn-member", initializer=signals.block_in_this_thread)
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="charrnn-member",
+                                  initializer=signals.block_in_this_thread)
         try:
             with signals.deferred():  # a stop signal lands after the hand-over, never inside the pool's own code
                 futures = [pool.submit(score_member, k, cancelled) for k in range(members)]

@@ -478,7 +478,8 @@ def test_an_object_that_a_signal_left_half_built_reports_nothing_as_the_process_
                                                                    if k != "CHARRNN_TRACEBACK"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0 and "version" in result.stdout
-    assert ("Traceback" in result.stderr and "_writing" in result.stderr) if shown else result.stderr == "", result.stderr
+    reported = "Traceback" in result.stderr and "_writing" in result.stderr
+    assert reported if shown else result.stderr == "", result.stderr
 
 
 def test_a_clean_up_that_deadlocks_after_a_signal_still_exits(tmp_path):
