@@ -35,6 +35,7 @@ class Stopped(BaseException):
         self.signum = signum
         self.settled = [False]  # shared with the watch on this exception (`charrnn.signals.stop`)
         self.safety_net = None  # the timer that ends a clean-up that hangs, if `charrnn.signals.stop` started one
+        self.consumed = False
         name = "interrupted" if signum == signal.SIGINT else "terminated"
         super().__init__(message or name)
 
@@ -48,6 +49,7 @@ class Stopped(BaseException):
         again, and no safety net ends the process later."""
         if self.safety_net is not None:
             self.safety_net.cancel()
+        self.consumed = True
         return self.settle()
 
     @property
@@ -56,12 +58,16 @@ class Stopped(BaseException):
 
 
 def stop_within(error: BaseException) -> Stopped | None:
-    """The `Stopped` that `error` is, or that Python wrapped in it (a signal landing while a class is
-    made, inside `__set_name__` say, reaches the caller as a RuntimeError caused by the Stopped),
-    settled: the caller ends the command with it."""
-    while error is not None and not isinstance(error, Stopped):
-        error = error.__cause__
-    return error.settle() if error is not None else None
+    """The `Stopped` that `error` is, that Python wrapped in it (a signal landing while a class is
+    made, inside `__set_name__` say, reaches the caller as a RuntimeError caused by the Stopped), or
+    that was on its way out when `error` was raised (clean-up code that the signal cut short and
+    that failed in turn: importlib's module lock raises a KeyError from its `finally`), settled: the
+    caller ends the command with it. A stop consumed on purpose (the prompt's Ctrl-C) is none."""
+    seen = set()
+    while error is not None and id(error) not in seen and not isinstance(error, Stopped):
+        seen.add(id(error))
+        error = error.__cause__ if error.__cause__ is not None else error.__context__
+    return error.settle() if isinstance(error, Stopped) and not error.consumed else None
 
 
 def describe_os_error(error: OSError) -> str:

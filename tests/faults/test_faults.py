@@ -561,6 +561,27 @@ def test_a_stop_signal_python_wrapped_in_another_error_still_ends_in_its_one_lin
     assert failure.exit_code == 143 and failure.format_message() == "terminated"
 
 
+def test_an_error_raised_while_a_stop_signal_was_on_its_way_out_ends_as_the_stop():
+    """A SIGTERM inside importlib's module lock made its `finally` raise a KeyError, which carried the
+    Stopped only as its context: the command ended with a traceback and exit 1 (the early-moment
+    test under `make torture`, once). The prompt's Ctrl-C, consumed on purpose, is no stop."""
+    from charrnn.cli.group import as_failure
+    from charrnn.errors import Stopped
+
+    def error_after(stop):
+        try:
+            try:
+                raise stop
+            finally:
+                {}[139791673490304]  # as `del _blocking_on[tid]` did
+        except KeyError as error:
+            return error
+
+    failure = as_failure(error_after(Stopped(signal.SIGTERM)))
+    assert failure.exit_code == 143 and failure.format_message() == "terminated"
+    assert "internal error (KeyError" in as_failure(error_after(Stopped(signal.SIGINT).consume())).format_message()
+
+
 SWALLOWED = """
 import signal, sys, time
 from charrnn import signals
