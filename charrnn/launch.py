@@ -47,6 +47,8 @@ def main():
         from charrnn.cli import cli
 
         cli(prog_name="charrnn")  # a command's own failures end in its group (`charrnn.cli.group`)
+    except SystemExit:  # the command's own end (after a stop it handled, say: `serve` says "server stopped")
+        raise
     except BaseException as error:  # a signal while importing, or while click parses
         hold_stop_signals()  # a second signal must not cut this line short
         stop = stop_within(error)
