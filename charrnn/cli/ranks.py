@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ import click
 
 from charrnn.cli.group import Failure, as_failure
 from charrnn.training.distributed import MissingMPI, connect
+
+ABORT_GRACE = 0.5  # seconds between a rank's error line and the abort, for the launcher to pass the line on
 
 
 def connect_or_leave():
@@ -92,6 +95,7 @@ def aborting(comm):
         where = "" if comm.rank == 0 else f"rank {comm.rank} of {comm.size}: "
         click.echo(f"Error: {where}{failure.format_message()}", err=True)
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)
         comm.abort(failure.exit_code)
 
 
