@@ -430,10 +430,10 @@ def validate_member_settings(config: Config):
             raise UserError(f"train.member_settings entry {k} must map keys to values, like {{train.lr: 0.005}} "
                             f"({{}} for none), not {entry!r}")
         named = [full_key(key) for key in entry]
-        twice = next((key for key in entry if named.count(full_key(key)) > 1), None)
+        twice = next((name for name in named if named.count(name) > 1), None)
         if twice is not None:
-            same = [key for key in entry if full_key(key) == full_key(twice)]
-            raise UserError(f"train.member_settings entry {k} sets {full_key(twice)} twice (as {' and '.join(same)}); "
+            same = [key for key, name in zip(entry, named) if name == twice]
+            raise UserError(f"train.member_settings entry {k} sets {twice} twice (as {' and '.join(same)}); "
                             f"give it once")
         shared = [key for key in entry if full_key(key) in SHARED_BY_MEMBERS]
         if shared:
